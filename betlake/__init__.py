@@ -1,0 +1,1 @@
+"""betlake: an open lakehouse for betting telemetry."""

@@ -1,0 +1,103 @@
+"""Typed settings from the contract's ``BETLAKE_*`` environment variables, in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+class BetlakeError(Exception):
+    """An error the user can act on: the command line prints its message as one line."""
+
+
+class ConfigError(BetlakeError):
+    """A configuration value is invalid."""
+
+
+_KAFKA_OPTION_PREFIX = "BETLAKE_KAFKA_OPT_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything betlake reads from the environment, with defaults that work on one machine."""
+
+    lake: str = "./lake"
+    reference: Path = Path("data/reference")
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    telemetry_topic: str = "player-telemetry"
+    stats_topic: str = "bet-site-stats"
+    window_seconds: int = 300
+    allowed_lateness_seconds: int = 900
+    max_out_of_orderness_seconds: int = 30
+    idle_timeout_seconds: int = 30
+    max_clock_skew_seconds: int = 300
+    partitions_start: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    kafka_options: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings; a bad value raises :class:`ConfigError` naming the variable."""
+        env = os.environ if env is None else env
+        lake = env.get("BETLAKE_LAKE", cls.lake)
+        if "://" not in lake:
+            lake = str(Path(lake).resolve())
+        settings = cls(
+            lake=lake,
+            reference=Path(env.get("BETLAKE_REFERENCE", str(cls.reference))),
+            kafka_bootstrap=env.get("BETLAKE_KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
+            telemetry_topic=env.get("BETLAKE_TELEMETRY_TOPIC", cls.telemetry_topic),
+            stats_topic=env.get("BETLAKE_STATS_TOPIC", cls.stats_topic),
+            window_seconds=_seconds(env, "BETLAKE_WINDOW_SECONDS", cls.window_seconds),
+            allowed_lateness_seconds=_seconds(
+                env, "BETLAKE_ALLOWED_LATENESS_SECONDS", cls.allowed_lateness_seconds, zero_ok=True
+            ),
+            max_out_of_orderness_seconds=_seconds(
+                env, "BETLAKE_MAX_OUT_OF_ORDERNESS_SECONDS", cls.max_out_of_orderness_seconds,
+                zero_ok=True,
+            ),
+            idle_timeout_seconds=_seconds(
+                env, "BETLAKE_IDLE_TIMEOUT_SECONDS", cls.idle_timeout_seconds
+            ),
+            max_clock_skew_seconds=_seconds(
+                env, "BETLAKE_MAX_CLOCK_SKEW_SECONDS", cls.max_clock_skew_seconds, zero_ok=True
+            ),
+            partitions_start=_date(env, "BETLAKE_PARTITIONS_START", cls.partitions_start),
+            kafka_options={
+                key[len(_KAFKA_OPTION_PREFIX):].lower().replace("_", "."): value
+                for key, value in env.items()
+                if key.startswith(_KAFKA_OPTION_PREFIX)
+            },
+        )
+        if settings.window_seconds % 60 or 3600 % settings.window_seconds:
+            raise ConfigError(
+                "BETLAKE_WINDOW_SECONDS must be a whole number of minutes that divides an hour "
+                f"(60, 120, 300, 600, ...), got {settings.window_seconds}"
+            )
+        return settings
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int, *, zero_ok: bool = False) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0 or (value == 0 and not zero_ok):
+        kind = "a non-negative" if zero_ok else "a positive"
+        raise ConfigError(f"{name} must be {kind} whole number of seconds, got {raw!r}")
+    return value
+
+
+def _date(env: Mapping[str, str], name: str, default: datetime) -> datetime:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        return datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise ConfigError(f"{name} must be a date YYYY-MM-DD, got {raw!r}") from None

@@ -1,0 +1,237 @@
+"""Synthetic data: the sample reference files and realistic, imperfect player telemetry.
+
+Telemetry comes out in *arrival* order: sessions of bets, settlements, deposits and page views
+in several currencies, players mostly on their home site, with a chosen out-of-order spread and
+fractions of late, duplicated and malformed messages. The same seed gives the same lines.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+from pyarrow import csv
+
+from betlake.contract import BET_SITES, PLAYERS, epoch_us, to_utc
+
+# site_id, name, brand, country, currency, timezone
+SITES = [
+    ("uk-royalspin", "Royal Spin UK", "Royal Spin", "GB", "GBP", "Europe/London"),
+    ("uk-goalrush", "Goal Rush UK", "Goal Rush", "GB", "GBP", "Europe/London"),
+    ("ie-luckyclover", "Lucky Clover", "Royal Spin", "IE", "EUR", "Europe/Dublin"),
+    ("de-tormann", "Tormann Wetten", "Goal Rush", "DE", "EUR", "Europe/Berlin"),
+    ("es-apuestasol", "Apuesta Sol", "Sol Gaming", "ES", "EUR", "Europe/Madrid"),
+    ("it-calcioplay", "Calcio Play", "Sol Gaming", "IT", "EUR", "Europe/Rome"),
+    ("fr-lecoupfranc", "Le Coup Franc", "Goal Rush", "FR", "EUR", "Europe/Paris"),
+    ("se-nordspel", "Nordspel", "Nordic Play", "SE", "SEK", "Europe/Stockholm"),
+    ("no-fjordbet", "Fjord Bet", "Nordic Play", "NO", "NOK", "Europe/Oslo"),
+    ("dk-vikingodds", "Viking Odds", "Nordic Play", "DK", "DKK", "Europe/Copenhagen"),
+    ("pl-zaklad", "Zaklad Pewny", "Vistula", "PL", "PLN", "Europe/Warsaw"),
+    ("cz-sazka", "Sazka Hvezda", "Vistula", "CZ", "CZK", "Europe/Prague"),
+    ("hu-tippmix", "Tipp Duna", "Vistula", "HU", "HUF", "Europe/Budapest"),
+    ("ro-pariuri", "Pariuri Carpati", "Vistula", "RO", "RON", "Europe/Bucharest"),
+    ("ch-alpenwette", "Alpen Wette", "Goal Rush", "CH", "CHF", "Europe/Zurich"),
+    ("us-libertyline", "Liberty Line", "Stars & Odds", "US", "USD", "America/New_York"),
+    ("us-vegasdrive", "Vegas Drive", "Stars & Odds", "US", "USD", "America/Los_Angeles"),
+    ("ca-mapleodds", "Maple Odds", "Stars & Odds", "CA", "CAD", "America/Toronto"),
+    ("br-golaco", "Golaço Apostas", "Sol Gaming", "BR", "BRL", "America/Sao_Paulo"),
+    ("mx-quiniela", "Quiniela Azteca", "Sol Gaming", "MX", "MXN", "America/Mexico_City"),
+    ("jp-sakurabet", "Sakura Bet", "Pacific Play", "JP", "JPY", "Asia/Tokyo"),
+    ("au-outbackodds", "Outback Odds", "Pacific Play", "AU", "AUD", "Australia/Sydney"),
+    ("nz-kiwipunt", "Kiwi Punt", "Pacific Play", "NZ", "NZD", "Pacific/Auckland"),
+    ("za-springbok", "Springbok Bets", "Royal Spin", "ZA", "ZAR", "Africa/Johannesburg"),
+]
+# 1 unit = this many EUR, roughly, on the first day of the sample
+EUR_RATES = {
+    "GBP": 1.17, "SEK": 0.087, "NOK": 0.085, "DKK": 0.134, "PLN": 0.23, "CZK": 0.040,
+    "HUF": 0.0025, "RON": 0.20, "CHF": 1.06, "USD": 0.92, "CAD": 0.68, "BRL": 0.17,
+    "MXN": 0.050, "JPY": 0.0061, "AUD": 0.60, "NZD": 0.55, "ZAR": 0.050,
+}  # fmt: skip
+SEGMENT_WEIGHTS = {"vip": 0.03, "regular": 0.82, "new": 0.15}
+REFERENCE_PLAYERS = 10_000
+RATE_DAYS = 120
+RATE_LAST_DAY = date(2026, 11, 28)
+_PLUS_TWO = timezone(timedelta(hours=2))
+
+
+def sample_reference(seed: int = 7) -> dict[str, pa.Table]:
+    """The sample reference data: sites, 10,000 players, 120 days of rates with a few gaps."""
+    rng = random.Random(seed)
+    columns = [f.name for f in BET_SITES.schema if f.name != "loaded_at"]
+    sites = pa.table({name: [site[i] for site in SITES] for i, name in enumerate(columns)})
+    home = [rng.choice(SITES) for _ in range(REFERENCE_PLAYERS)]
+    players = pa.table(
+        {
+            "player_id": [f"p{n:05d}" for n in range(1, REFERENCE_PLAYERS + 1)],
+            "site_id": [site[0] for site in home],
+            "country": [site[3] for site in home],
+            "segment": rng.choices(
+                list(SEGMENT_WEIGHTS), weights=list(SEGMENT_WEIGHTS.values()), k=len(home)
+            ),
+            "registered_at": [
+                (datetime(2023, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(94_000_000)))
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                for _ in home
+            ],
+        }
+    )
+    rates: dict[str, list] = {"date": [], "currency": [], "eur_rate": []}
+    first_day = RATE_LAST_DAY - timedelta(days=RATE_DAYS - 1)
+    for currency, rate in EUR_RATES.items():
+        for offset in range(RATE_DAYS):
+            rate *= 1 + rng.gauss(0, 0.004)
+            if offset and rng.random() < 0.03:  # a day the source did not publish
+                continue
+            rates["date"].append((first_day + timedelta(days=offset)).isoformat())
+            rates["currency"].append(currency)
+            rates["eur_rate"].append(f"{rate:.8f}")
+    return {"bet_sites": sites, "players": players, "fx_rates": pa.table(rates)}
+
+
+def write_reference(folder: Path, seed: int = 7) -> None:
+    """Write the sample reference CSV files into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in sample_reference(seed).items():
+        csv.write_csv(table, folder / f"{name}.csv")
+
+
+@dataclass(frozen=True)
+class TelemetrySpec:
+    """What to generate. Fractions are of the valid events."""
+
+    count: int = 100_000
+    start: datetime = datetime(2026, 11, 24, tzinfo=UTC)
+    span: timedelta = timedelta(days=1)
+    seed: int = 1
+    disorder_seconds: float = 20.0  # arrival delay spread: events arrive out of order by this
+    late_fraction: float = 0.002  # share of events delayed by 20 to 40 minutes
+    duplicate_fraction: float = 0.01  # share of events delivered twice
+    malformed_fraction: float = 0.002  # share of extra messages that break a contract rule
+    unknown_fraction: float = 0.002  # share of events for a site or player not in the reference
+
+
+def _players(reference: Path) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    players = csv.read_csv(reference / f"{PLAYERS.name}.csv").select(["player_id", "site_id"])
+    sites = csv.read_csv(reference / f"{BET_SITES.name}.csv").select(["site_id", "currency"])
+    pairs = list(zip(*(players.column(c).to_pylist() for c in players.column_names), strict=True))
+    return pairs, dict(zip(*(sites.column(c).to_pylist() for c in sites.column_names), strict=True))
+
+
+def _format_time(us: int, rng: random.Random) -> str | int:
+    """Event time as producers send it: RFC 3339 in UTC or with an offset, or epoch ms."""
+    pick = rng.random()
+    moment = datetime.fromtimestamp(us / 1e6, UTC).replace(microsecond=us % 1_000_000)
+    if pick < 0.6:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if pick < 0.8:
+        return moment.astimezone(_PLUS_TWO).isoformat()
+    return us // 1000
+
+
+def _money(rng: random.Random, low: float, high: float) -> float | str:
+    value = round(rng.uniform(low, high), 2)
+    return f"{value:.2f}" if rng.random() < 0.3 else value
+
+
+_MALFORMATIONS = (
+    lambda e: json.dumps(e)[:-7],  # truncated: malformed_json
+    lambda e: json.dumps({k: v for k, v in e.items() if k != "player_id"}),  # missing_field
+    lambda e: json.dumps({**e, "site_id": ""}),  # empty id counts as missing
+    lambda e: json.dumps({**e, "event_type": "jackpot"}),  # bad_event_type
+    lambda e: json.dumps({**e, "event_time": "yesterday"}),  # bad_event_time
+    lambda e: json.dumps({**e, "event_type": "deposit", "amount": -25}),  # bad_amount
+    lambda e: json.dumps({**e, "event_time": "2099-01-01T00:00:00Z"}),  # future_event
+)
+
+
+def generate_telemetry(spec: TelemetrySpec, reference: Path) -> Iterator[str]:
+    """JSON lines of telemetry in arrival order (bounded memory, whatever the count)."""
+    rng = random.Random(spec.seed)
+    players, site_currency = _players(reference)
+    sites = list(site_currency)
+    start_us, span_us = epoch_us(to_utc(spec.start)), int(spec.span.total_seconds() * 1e6)
+    sessions = max(1, spec.count // 12)
+    step_us = span_us / sessions
+    pending: list[tuple[int, int, str]] = []  # (arrival_us, seq, line)
+    seq = made = 0
+
+    def push(event: dict, event_us: int) -> None:
+        nonlocal seq
+        delay = rng.uniform(0, spec.disorder_seconds) * 1e6
+        if rng.random() < spec.late_fraction:
+            delay += rng.uniform(1200, 2400) * 1e6
+        line = json.dumps(event, separators=(",", ":"))
+        for _ in range(2 if rng.random() < spec.duplicate_fraction else 1):
+            seq += 1
+            heapq.heappush(pending, (int(event_us + delay), seq, line))
+            delay += rng.uniform(0, 60) * 1e6
+        if rng.random() < spec.malformed_fraction:
+            seq += 1
+            bad = rng.choice(_MALFORMATIONS)({**event, "event_id": f"{event['event_id']}-bad"})
+            heapq.heappush(pending, (int(event_us + delay), seq, bad))
+
+    for session in range(sessions):
+        session_us = start_us + int(session * step_us)
+        player, home = rng.choice(players)
+        site = home if rng.random() < 0.95 else rng.choice(sites)
+        if rng.random() < spec.unknown_fraction:
+            player, site = rng.choice(
+                [(f"ghost-{rng.randrange(10**6)}", site), (player, "xx-unlisted")]
+            )
+        currency = site_currency.get(site, "EUR")
+        at = session_us
+        kinds = ["session_start"]
+        while len(kinds) < 23 and made + len(kinds) < spec.count:
+            kinds.append(rng.choices(
+                ["bet_placed", "page_view", "heartbeat", "deposit", "withdrawal"],
+                weights=[45, 30, 15, 7, 3])[0])  # fmt: skip
+            if rng.random() < 0.1:
+                break
+        kinds.append("session_end")
+        for kind in kinds[: spec.count - made]:
+            at = min(at + int(rng.expovariate(1 / 20) * 1e6), start_us + span_us - 1)
+            made += 1
+            event: dict = {
+                "event_id": f"ev-{spec.seed}-{made:09d}",
+                "event_type": kind,
+                "event_time": _format_time(at, rng),
+                "player_id": player,
+                "site_id": site,
+            }
+            if rng.random() < 0.25:
+                event["currency"] = rng.choice([currency, "EUR"])
+            if kind in ("bet_placed", "deposit", "withdrawal"):
+                event["amount"] = _money(rng, 1, 200 if kind == "bet_placed" else 500)
+            if kind == "bet_placed":
+                event["bet_id"] = f"b-{event['event_id']}"
+            push(event, at)
+            if kind == "bet_placed" and made < spec.count:
+                made += 1
+                settle_us = min(at + int(rng.uniform(5, 240) * 1e6), start_us + span_us - 1)
+                won = rng.random() < 0.45
+                push(
+                    {
+                        "event_id": f"ev-{spec.seed}-{made:09d}",
+                        "event_type": "bet_settled",
+                        "event_time": _format_time(settle_us, rng),
+                        "player_id": player,
+                        "site_id": site,
+                        "amount": _money(rng, 1, 400) if won else 0,
+                        "bet_id": event["bet_id"],
+                        **({"currency": event["currency"]} if "currency" in event else {}),
+                    },
+                    settle_us,
+                )
+        while pending and pending[0][0] < session_us:
+            yield heapq.heappop(pending)[2]
+        if made >= spec.count:
+            break
+    while pending:
+        yield heapq.heappop(pending)[2]
+

@@ -1,0 +1,190 @@
+"""Lake IO on Delta tables: create, append, insert-if-new, replace a window range, query.
+
+Every write retries Delta commit conflicts with backoff, so concurrent writers (the stream and
+reprocessing runs) never lose a write to a ``CommitFailedError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from betlake.contract import TABLES, TableSpec, to_utc
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_COMMIT_ATTEMPTS = 10
+
+
+def _iso(value: datetime) -> str:
+    return to_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def window_range_predicate(start: datetime, end: datetime) -> str:
+    """Delta predicate for windows in [start, end), naming the partition column for pruning."""
+    last_day = (to_utc(end) - timedelta(microseconds=1)).date()
+    return (
+        f"window_date >= '{to_utc(start).date()}' AND window_date <= '{last_day}' "
+        f"AND window_start >= '{_iso(start)}' AND window_start < '{_iso(end)}'"
+    )
+
+
+def with_commit_retry(write: Callable[[], T], what: str) -> T:
+    """Run a Delta write, retrying commit conflicts with jittered exponential backoff."""
+    for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+        try:
+            return write()
+        except CommitFailedError:
+            if attempt == _COMMIT_ATTEMPTS:
+                raise
+            pause = min(5.0, 0.05 * 2**attempt) * (0.5 + random.random())
+            log.info("commit conflict on %s (attempt %d), retrying in %.2fs", what, attempt, pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+class Lake:
+    """The Delta tables under one root: a local folder or a ``gs://`` / ``s3://`` URI."""
+
+    def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
+        self.root = root.rstrip("/")
+        self.storage_options = storage_options
+
+    def uri(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def open(self, name: str) -> DeltaTable | None:
+        """The table, or None if it has not been created yet."""
+        try:
+            return DeltaTable(self.uri(name), storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
+
+    def ensure(self, spec: TableSpec) -> DeltaTable:
+        """Open the table, creating it empty with the contract's schema if it is missing."""
+        return self.open(spec.name) or DeltaTable.create(
+            self.uri(spec.name),
+            spec.schema,
+            partition_by=list(spec.partition_by) or None,
+            mode="ignore",
+            storage_options=self.storage_options,
+        )
+
+    def _write(self, spec: TableSpec, data: pa.Table, **options: object) -> None:
+        self.ensure(spec)
+        with_commit_retry(
+            lambda: write_deltalake(
+                self.uri(spec.name),
+                data.select(spec.schema.names).cast(spec.schema),
+                partition_by=list(spec.partition_by) or None,
+                storage_options=self.storage_options,
+                **options,
+            ),
+            spec.name,
+        )
+
+    def append(self, spec: TableSpec, data: pa.Table) -> None:
+        """Append rows as they are."""
+        if data.num_rows:
+            self._write(spec, data, mode="append")
+
+    def overwrite(self, spec: TableSpec, data: pa.Table) -> None:
+        """Replace the whole table in one commit (reference loads)."""
+        self._write(spec, data, mode="overwrite", schema_mode="overwrite")
+
+    def replace_windows(
+        self, spec: TableSpec, data: pa.Table, start: datetime, end: datetime
+    ) -> None:
+        """Replace every row with window_start in [start, end) by ``data``, in one commit.
+
+        Windows in the range that ``data`` lacks disappear; rows outside it are untouched.
+        """
+        starts = data.column("window_start")
+        if data.num_rows and (
+            pc.min(starts).as_py() < to_utc(start) or pc.max(starts).as_py() >= to_utc(end)
+        ):
+            raise ValueError(f"rows outside [{start}, {end}) cannot replace that range")
+        self._write(spec, data, mode="overwrite", predicate=window_range_predicate(start, end))
+
+    def insert_new(self, spec: TableSpec, data: pa.Table) -> int:
+        """Insert the rows whose key is not in the table yet (first of each key in ``data``).
+
+        Returns how many rows were inserted: writing the same rows twice inserts nothing.
+        """
+        data = first_per_key(data, spec.key)
+        if not data.num_rows:
+            return 0
+        table = self.ensure(spec)
+        on = [*spec.partition_by, *spec.key]
+        predicate = " AND ".join(f"t.{col} = s.{col}" for col in on)
+        source = data.select(spec.schema.names).cast(spec.schema)
+
+        def merge() -> int:
+            table.update_incremental()
+            metrics = (
+                table.merge(source, predicate, source_alias="s", target_alias="t")
+                .when_not_matched_insert_all()
+                .execute()
+            )
+            return int(metrics["num_target_rows_inserted"])
+
+        return with_commit_retry(merge, spec.name)
+
+    def scan(
+        self,
+        spec: TableSpec,
+        columns: Iterable[str] | None = None,
+        where: ds.Expression | None = None,
+    ) -> pa.Table:
+        """Read the rows matching ``where`` (partition and statistics pruning apply)."""
+        table = self.open(spec.name)
+        if table is None:
+            return spec.schema.empty_table().select(list(columns or spec.schema.names))
+        dataset = table.to_pyarrow_dataset()
+        return dataset.to_table(columns=list(columns) if columns else None, filter=where)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection where every existing lake table is a view by its name."""
+        con = duckdb.connect()
+        for name in TABLES:
+            table = self.open(name)
+            if table is not None:
+                con.register(name, table.to_pyarrow_dataset())
+        return con
+
+    def maintain(self, name: str, retention_hours: int = 168) -> dict[str, int]:
+        """Compact small files, then vacuum files unreferenced for ``retention_hours``."""
+        table = self.open(name)
+        if table is None:
+            return {"files_added": 0, "files_removed": 0, "files_vacuumed": 0}
+        compacted = with_commit_retry(lambda: table.optimize.compact(), name)
+        vacuumed = table.vacuum(
+            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
+        )
+        return {
+            "files_added": int(compacted["numFilesAdded"]),
+            "files_removed": int(compacted["numFilesRemoved"]),
+            "files_vacuumed": len(vacuumed),
+        }
+
+
+def first_per_key(data: pa.Table, key: Iterable[str]) -> pa.Table:
+    """The first row of each key, in input order."""
+    key = list(key)
+    if data.num_rows < 2:
+        return data
+    indexed = data.select(key).append_column("__row", pa.array(range(data.num_rows), pa.int64()))
+    first = indexed.group_by(key, use_threads=False).aggregate([("__row", "min")])
+    rows = pc.sort_indices(first.column("__row_min"))
+    return data.take(pc.take(first.column("__row_min"), rows))

@@ -1,0 +1,124 @@
+"""Integration test: a real single-node KRaft Kafka broker via ``betlake.broker``.
+
+Needs Java 17+ (and Maven once, to fetch the jars into the cache). The tests run in file
+order and share one broker; the last one stops it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from betlake import broker
+
+pytest.importorskip("confluent_kafka")
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+if shutil.which("java") is None:
+    pytest.skip("java is not installed", allow_module_level=True)
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "betlake-it-roundtrip"
+N_MESSAGES = 100
+
+
+def _free_port_pair() -> int:
+    """Return a free 127.0.0.1 port whose successor (the controller port) is free too."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair found")
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, int]]:
+    """Run a broker on a free port with a tmp home: (bootstrap, home, pid)."""
+    home = tmp_path_factory.mktemp("kafka-home")
+    bootstrap = f"127.0.0.1:{_free_port_pair()}"
+    pid = broker.start(bootstrap, home=home, timeout=180)
+    try:
+        yield bootstrap, home, pid
+    finally:
+        broker.stop(home=home)
+
+
+def test_status_running(kafka: tuple[str, Path, int]) -> None:
+    bootstrap, home, pid = kafka
+    line = broker.status(home=home)
+    assert line.startswith("running"), line
+    assert str(pid) in line and bootstrap in line
+
+
+def test_start_is_idempotent(kafka: tuple[str, Path, int]) -> None:
+    bootstrap, home, pid = kafka
+    assert broker.start(bootstrap, home=home, timeout=30) == pid
+
+
+def test_produce_consume_roundtrip(kafka: tuple[str, Path, int]) -> None:
+    bootstrap, _, _ = kafka
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(TOPIC, num_partitions=3, replication_factor=1)])
+    futures[TOPIC].result(timeout=30)
+    assert len(admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions) == 3
+
+    expected = {(f"key-{i}", f"value-{i}") for i in range(N_MESSAGES)}
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for key, value in sorted(expected):
+        producer.produce(TOPIC, key=key.encode(), value=value.encode())
+    assert producer.flush(30) == 0
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "betlake-it",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([TOPIC])
+    got: set[tuple[str, str]] = set()
+    partitions: set[int] = set()
+    deadline = time.monotonic() + 60
+    try:
+        while len(got) < N_MESSAGES and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            assert msg.error() is None, msg.error()
+            got.add((msg.key().decode(), msg.value().decode()))
+            partitions.add(msg.partition())
+    finally:
+        consumer.close()
+    assert got == expected
+    assert partitions <= {0, 1, 2} and len(partitions) > 1
+
+
+def test_stop(kafka: tuple[str, Path, int]) -> None:
+    bootstrap, home, _ = kafka
+    port = int(bootstrap.rsplit(":", 1)[1])
+    assert broker.stop(home=home) is True
+    assert broker.status(home=home).startswith("stopped")
+    assert not _answers(port)
+    assert broker.stop(home=home) is False
