@@ -33,6 +33,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from betlake.config import BetlakeError
+
 KAFKA_VERSION = "4.4.0"
 """Pinned ``org.apache.kafka:kafka_2.13`` version (Kafka 4.x needs Java 17+)."""
 LOG4J_VERSION = "2.25.5"  # matches the log4j-core that kafka_2.13 4.4.0 pulls in
@@ -56,7 +58,7 @@ _LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 _COMPLETE_MARKER = ".complete"
 
 
-class BrokerError(RuntimeError):
+class BrokerError(BetlakeError):
     """Raised when the local broker cannot be fetched, configured, started or reached."""
 
 

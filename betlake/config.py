@@ -55,7 +55,9 @@ class Settings:
                 env, "BETLAKE_ALLOWED_LATENESS_SECONDS", cls.allowed_lateness_seconds, zero_ok=True
             ),
             max_out_of_orderness_seconds=_seconds(
-                env, "BETLAKE_MAX_OUT_OF_ORDERNESS_SECONDS", cls.max_out_of_orderness_seconds,
+                env,
+                "BETLAKE_MAX_OUT_OF_ORDERNESS_SECONDS",
+                cls.max_out_of_orderness_seconds,
                 zero_ok=True,
             ),
             idle_timeout_seconds=_seconds(
@@ -66,7 +68,7 @@ class Settings:
             ),
             partitions_start=_date(env, "BETLAKE_PARTITIONS_START", cls.partitions_start),
             kafka_options={
-                key[len(_KAFKA_OPTION_PREFIX):].lower().replace("_", "."): value
+                key[len(_KAFKA_OPTION_PREFIX) :].lower().replace("_", "."): value
                 for key, value in env.items()
                 if key.startswith(_KAFKA_OPTION_PREFIX)
             },

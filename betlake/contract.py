@@ -30,6 +30,7 @@ MONEY_EVENT_TYPES = frozenset({"bet_placed", "bet_settled", "deposit", "withdraw
 REQUIRED_FIELDS = ("event_id", "event_type", "event_time", "player_id", "site_id")
 SEGMENTS = ("vip", "regular", "new")
 PANES = ("ON_TIME", "LATE", "BATCH")
+PARTITION_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster partition key of the window starting then
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 MONEY = pa.decimal128(18, 2)
@@ -287,8 +288,18 @@ def validate(batch: RawBatch, *, window_seconds: int, max_clock_skew_seconds: in
     latest_us = arrived_us + max_clock_skew_seconds * 1_000_000
     cols: dict[str, list] = {
         name: []
-        for name in ("event_id", "event_type", "event_time", "player_id", "site_id", "amount",
-                     "currency", "bet_id", "payload", "index")
+        for name in (
+            "event_id",
+            "event_type",
+            "event_time",
+            "player_id",
+            "site_id",
+            "amount",
+            "currency",
+            "bet_id",
+            "payload",
+            "index",
+        )
     }
     bad_index: list[int] = []
     bad_reason: list[str] = []
@@ -326,8 +337,9 @@ def validate(batch: RawBatch, *, window_seconds: int, max_clock_skew_seconds: in
         cols["player_id"].append(player_id)
         cols["site_id"].append(site_id)
         cols["amount"].append(amount)
-        cols["currency"].append(currency.strip().upper() or None
-                                if isinstance(currency, str) else None)
+        cols["currency"].append(
+            currency.strip().upper() or None if isinstance(currency, str) else None
+        )
         cols["bet_id"].append(_optional_string(obj.get("bet_id")))
         cols["payload"].append(text)
         cols["index"].append(index)

@@ -75,8 +75,9 @@ def sample_reference(seed: int = 7) -> dict[str, pa.Table]:
                 list(SEGMENT_WEIGHTS), weights=list(SEGMENT_WEIGHTS.values()), k=len(home)
             ),
             "registered_at": [
-                (datetime(2023, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(94_000_000)))
-                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                (
+                    datetime(2023, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(94_000_000))
+                ).strftime("%Y-%m-%dT%H:%M:%SZ")
                 for _ in home
             ],
         }
@@ -194,7 +195,9 @@ def generate_telemetry(spec: TelemetrySpec, reference: Path) -> Iterator[str]:
             if rng.random() < 0.1:
                 break
         kinds.append("session_end")
-        for kind in kinds[: spec.count - made]:
+        for kind in kinds:
+            if made >= spec.count:
+                break
             at = min(at + int(rng.expovariate(1 / 20) * 1e6), start_us + span_us - 1)
             made += 1
             event: dict = {
@@ -234,4 +237,3 @@ def generate_telemetry(spec: TelemetrySpec, reference: Path) -> Iterator[str]:
             break
     while pending:
         yield heapq.heappop(pending)[2]
-

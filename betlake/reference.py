@@ -113,7 +113,9 @@ class Reference:
         grid: list[object] = [None] * (len(currencies) * days)
         row_of = {c: i for i, c in enumerate(currencies)}
         for d, cur, rate in zip(
-            day.tolist(), fx.column("currency").to_pylist(), fx.column("eur_rate").to_pylist(),
+            day.tolist(),
+            fx.column("currency").to_pylist(),
+            fx.column("eur_rate").to_pylist(),
             strict=True,
         ):
             grid[row_of[cur] * days + d - first_day] = rate

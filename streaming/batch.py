@@ -129,4 +129,3 @@ def reprocess(
         gold_rows=int(counters.get("gold_rows", 0)),
         seconds=time.perf_counter() - began,
     )
-

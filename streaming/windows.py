@@ -84,8 +84,9 @@ class PreAggregateFn(beam.DoFn):
         events = events.select(list(EVENT_COLUMNS))
         event_type = events.column("event_type")
         player_id = events.column("player_id")
-        site_currency = pc.take(reference.sites.column("currency"), reference.site_index(
-            events.column("site_id")))
+        site_currency = pc.take(
+            reference.sites.column("currency"), reference.site_index(events.column("site_id"))
+        )
         currency = pc.coalesce(events.column("currency"), site_currency)
         rate = reference.eur_rates(currency, events.column("event_time"))
         eur = pc.multiply(events.column("amount"), rate)

@@ -1,0 +1,256 @@
+"""The ``betlake`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from betlake.config import BetlakeError, Settings
+from betlake.contract import PARTITION_FORMAT, epoch_us, to_utc
+
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)
+_TIME_FORMATS = ("%Y-%m-%d", PARTITION_FORMAT)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line, not a usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def timestamp(text: str) -> datetime:
+    """An argument time: ISO 8601 (naive means UTC), a date, or a partition key."""
+    for fmt in _TIME_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    try:
+        return to_utc(datetime.fromisoformat(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (use e.g. 2026-11-24T10:05:00Z or 2026-11-24)"
+        ) from None
+
+
+def duration(text: str) -> timedelta:
+    """A span such as 90s, 15m, 6h or 1d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    except (KeyError, ValueError, IndexError):
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (use e.g. 90s, 15m, 6h, 1d)"
+        ) from None
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"not a fraction between 0 and 1: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
+    from betlake import broker
+
+    if args.action == "start":
+        pid = broker.start(settings.kafka_bootstrap)
+        console.print(f"broker running on {settings.kafka_bootstrap} (pid {pid})")
+    elif args.action == "stop":
+        console.print("broker stopped" if broker.stop() else "broker was not running")
+    else:
+        console.print(broker.status())
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
+    from betlake.generate import TelemetrySpec, generate_telemetry
+
+    spec = TelemetrySpec(
+        count=args.count,
+        start=args.start,
+        span=args.span,
+        seed=args.seed,
+        disorder_seconds=args.disorder_seconds,
+        late_fraction=args.late_fraction,
+        duplicate_fraction=args.duplicate_fraction,
+        malformed_fraction=args.malformed_fraction,
+        unknown_fraction=args.unknown_fraction,
+    )
+    args.to.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with args.to.open("w") as out, Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"generating {args.to}", total=spec.count)
+        for line in generate_telemetry(spec, settings.reference):
+            out.write(line + "\n")
+            written += 1
+            if written % 10_000 == 0:
+                progress.update(task, completed=min(written, spec.count))
+    console.print(f"wrote {written} messages ({spec.count} events plus flaws) to {args.to}")
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
+    from betlake.ingest import ingest_files
+
+    console.print(str(ingest_files(settings, args.files)))
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME, default ``./dagster_home``; it must hold the instance's dagster.yaml."""
+    home = Path(os.environ.get("DAGSTER_HOME", "dagster_home")).resolve()
+    if not (home / "dagster.yaml").is_file():
+        raise BetlakeError(
+            f"no Dagster instance at {home} (run from the project root or set DAGSTER_HOME)"
+        )
+    return home
+
+
+def materialize(selection: list[str], partition_range: tuple[str, str] | None = None) -> None:
+    """Run assets on the local Dagster instance, as ``dagster asset materialize`` does."""
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize",
+        "-m", "betlake.definitions", "--select", ",".join(selection),
+    ]  # fmt: skip
+    if partition_range:
+        command += ["--partition-range", "...".join(partition_range)]
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home())}
+    if subprocess.run(command, env=env, check=False).returncode:
+        raise BetlakeError(f"the Dagster run of {', '.join(selection)} failed (see its log above)")
+
+
+def cmd_reference(args: argparse.Namespace, settings: Settings) -> None:
+    materialize(["bet_sites", "players", "fx_rates"])
+    console.print(f"reference data loaded from {settings.reference}")
+
+
+def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> None:
+    width = timedelta(seconds=settings.window_seconds)
+    for name, value in (("--start", args.start), ("--end", args.end)):
+        if epoch_us(value) % (settings.window_seconds * 1_000_000):
+            raise BetlakeError(f"{name} {value:%Y-%m-%dT%H:%M:%SZ} is not on a window boundary")
+    if args.end <= args.start:
+        raise BetlakeError("--end must be after --start")
+    if args.start < settings.partitions_start:
+        raise BetlakeError(
+            f"--start is before the first partition ({settings.partitions_start:%Y-%m-%d}; "
+            "set BETLAKE_PARTITIONS_START)"
+        )
+    if args.end > datetime.now(UTC):
+        raise BetlakeError("--end is in the future: only whole, past windows can be recomputed")
+    materialize(
+        ["site_window_stats"],
+        (args.start.strftime(PARTITION_FORMAT), (args.end - width).strftime(PARTITION_FORMAT)),
+    )
+    windows = int((args.end - args.start) / width)
+    console.print(f"recomputed {windows} windows [{args.start:%Y-%m-%d %H:%M}, "
+                  f"{args.end:%Y-%m-%d %H:%M}) UTC; the run is in the Dagster UI")  # fmt: skip
+
+
+def cmd_query(args: argparse.Namespace, settings: Settings) -> None:
+    import duckdb
+
+    from betlake.lake import Lake
+
+    try:
+        result = Lake(settings.lake).connect().execute(args.sql)
+        rows = result.fetchmany(args.limit)
+    except duckdb.Error as error:
+        raise BetlakeError(str(error).splitlines()[0]) from None
+    table = Table(*(column[0] for column in result.description or []))
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+def cmd_maintain(args: argparse.Namespace, settings: Settings) -> None:
+    from betlake.contract import TABLES
+    from betlake.lake import Lake
+
+    lake = Lake(settings.lake)
+    for name in TABLES:
+        console.print(f"{name}: {lake.maintain(name, args.retention_hours)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="betlake", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    broker = commands.add_parser("broker", help="the local single-node Kafka broker")
+    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.set_defaults(run=cmd_broker)
+
+    generate = commands.add_parser("generate", help="synthetic telemetry to a JSON lines file")
+    generate.add_argument("--to", type=Path, required=True, help="output file")
+    generate.add_argument("--count", type=positive_int, default=100_000, help="valid events")
+    yesterday = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+        days=1
+    )
+    generate.add_argument("--start", type=timestamp, default=yesterday, help="first event time")
+    generate.add_argument("--span", type=duration, default=timedelta(days=1), help="e.g. 1d")
+    generate.add_argument("--seed", type=int, default=1)
+    generate.add_argument("--disorder-seconds", type=float, default=20.0)
+    generate.add_argument("--late-fraction", type=fraction, default=0.002)
+    generate.add_argument("--duplicate-fraction", type=fraction, default=0.01)
+    generate.add_argument("--malformed-fraction", type=fraction, default=0.002)
+    generate.add_argument("--unknown-fraction", type=fraction, default=0.002)
+    generate.set_defaults(run=cmd_generate)
+
+    ingest = commands.add_parser("ingest", help="load JSON lines files into telemetry_raw")
+    ingest.add_argument("files", type=Path, nargs="+")
+    ingest.set_defaults(run=cmd_ingest)
+
+    reference = commands.add_parser("reference", help="load the reference data (Dagster run)")
+    reference.set_defaults(run=cmd_reference)
+
+    reprocess = commands.add_parser("reprocess", help="recompute windows [start, end) (Dagster)")
+    reprocess.add_argument("--start", type=timestamp, required=True)
+    reprocess.add_argument("--end", type=timestamp, required=True)
+    reprocess.set_defaults(run=cmd_reprocess)
+
+    query = commands.add_parser("query", help="DuckDB SQL over the lake tables")
+    query.add_argument("sql")
+    query.add_argument("--limit", type=positive_int, default=50, help="rows to show")
+    query.set_defaults(run=cmd_query)
+
+    maintain = commands.add_parser("maintain", help="compact and vacuum every lake table")
+    maintain.add_argument("--retention-hours", type=int, default=168)
+    maintain.set_defaults(run=cmd_maintain)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args, Settings.from_env())
+    except BetlakeError as error:
+        errors.print(f"[red]betlake {args.command}: {error}[/red]", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""The Dagster code location ``betlake``: every asset, check, job and resource."""
+
+import dagster as dg
+
+from betlake.defs.gold import site_window_stats, telemetry_raw
+from betlake.defs.maintenance import maintain_lake
+from betlake.defs.reference import reference_assets, site_currencies_have_rates
+from betlake.defs.resources import BetlakeResource
+
+defs = dg.Definitions(
+    assets=[*reference_assets, telemetry_raw, site_window_stats],
+    asset_checks=[site_currencies_have_rates],
+    jobs=[maintain_lake],
+    resources={"betlake": BetlakeResource()},
+)

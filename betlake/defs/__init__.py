@@ -1,0 +1,1 @@
+"""Dagster definitions, one module per domain: reference data, gold figures, lake upkeep."""

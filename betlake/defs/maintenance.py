@@ -1,0 +1,25 @@
+"""Lake upkeep: compact small files and vacuum unreferenced ones, as a job anyone can run."""
+
+import dagster as dg
+
+from betlake.contract import TABLES
+from betlake.defs.resources import BetlakeResource
+
+
+class MaintainConfig(dg.Config):
+    retention_hours: int = 168  # keep a week of time travel
+
+
+@dg.op
+def compact_and_vacuum(
+    context: dg.OpExecutionContext, config: MaintainConfig, betlake: BetlakeResource
+) -> None:
+    lake = betlake.lake()
+    for name in TABLES:
+        outcome = lake.maintain(name, config.retention_hours)
+        context.log.info("%s: %s", name, outcome)
+
+
+@dg.job(description="Compact every lake table, then vacuum files older than the retention.")
+def maintain_lake() -> None:
+    compact_and_vacuum()
