@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args, Settings.from_env())
     except BetlakeError as error:
-        errors.print(f"[red]betlake {args.command}: {error}[/red]", highlight=False)
+        errors.print(f"[red]betlake {args.command}: {escape(str(error))}[/red]", highlight=False)
         return 1
     except KeyboardInterrupt:
         return 130

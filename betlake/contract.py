@@ -7,6 +7,7 @@ the stream and the file ingest call the same :func:`validate`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,7 @@ _MAX_AMOUNT = Decimal("9999999999999999.99")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _MAX_EPOCH_MS = 253_402_300_800_000  # 10000-01-01
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")
 
 
 # ---------------------------------------------------------------- time and windows
@@ -248,12 +250,12 @@ def _event_time_us(value: object) -> int:
         return value * 1000
     if not isinstance(value, str):
         raise _Rejected("bad_event_time")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise _Rejected("bad_event_time") from None
-    if parsed.tzinfo is None or len(value) < 20:  # RFC 3339: a full date-time with an offset
+    if not _RFC3339.match(value):
         raise _Rejected("bad_event_time")
+    try:
+        parsed = datetime.fromisoformat(value.upper())
+    except ValueError:  # e.g. month 13
+        raise _Rejected("bad_event_time") from None
     return (parsed - _EPOCH) // _US
 
 
@@ -305,10 +307,13 @@ def validate(batch: RawBatch, *, window_seconds: int, max_clock_skew_seconds: in
     bad_reason: list[str] = []
     bad_payload: list[str] = []
     for index, raw in enumerate(batch.payloads):
-        text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="backslashreplace")
         try:
             try:
+                text = raw if isinstance(raw, str) else raw.decode("utf-8")
                 obj = json.loads(text, parse_float=str)
+            except UnicodeDecodeError:
+                text = raw.decode("utf-8", errors="backslashreplace")  # kept, readable
+                raise _Rejected("malformed_json") from None
             except ValueError:
                 raise _Rejected("malformed_json") from None
             if not isinstance(obj, dict):

@@ -37,14 +37,14 @@ class IngestReport:
         )
 
 
-def _chunks(path: Path, progress: Progress) -> Iterator[tuple[int, list[str]]]:
+def _chunks(path: Path, progress: Progress) -> Iterator[tuple[int, list[bytes]]]:
     """(number of the first line, lines) of the file, :data:`CHUNK_LINES` at a time."""
     task = progress.add_task(path.name, total=path.stat().st_size)
     with path.open("rb") as handle:
         first = 1
         while chunk := list(islice(handle, CHUNK_LINES)):
             progress.update(task, advance=sum(len(line) for line in chunk))
-            yield first, [raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace") for raw in chunk]
+            yield first, [raw.rstrip(b"\r\n") for raw in chunk]
             first += len(chunk)
 
 

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up betlake on a fresh machine: a virtualenv in .venv with the project and its tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet --editable ".[dev]"
+echo "betlake installed in $(pwd)/.venv"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up, lint, and run every test (unit and integration: real Delta tables, a real Dagster
+# instance, a real Kafka broker that the tests fetch and start themselves).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/python -m pytest "$@"
