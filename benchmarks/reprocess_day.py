@@ -124,7 +124,7 @@ def main() -> None:
         runs.append(timed(dagster_run))
         con = lake.connect()
         duck.append(
-            timed(lambda c=con: c.execute(DUCKDB_FIGURES.format(day=DAY.date())).to_arrow_table())
+            timed(lambda c=con: c.sql(DUCKDB_FIGURES.format(day=DAY.date())).to_arrow_table())
         )
         print(f"run {attempt + 1}: dagster run {runs[-1]:.2f}s, duckdb {duck[-1]:.2f}s")
 
