@@ -34,6 +34,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from betlake.config import BetlakeError
+from betlake.processes import restore_default_signals
 
 KAFKA_VERSION = "4.4.0"
 """Pinned ``org.apache.kafka:kafka_2.13`` version (Kafka 4.x needs Java 17+)."""
@@ -457,12 +458,6 @@ def _wait_ready(pid: int, bootstrap: str, paths: BrokerPaths, timeout: float) ->
         time.sleep(0.25)
 
 
-def _restore_signals() -> None:
-    """Child preexec: undo inherited SIG_IGN so the JVM installs its shutdown handlers."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_DFL)
-
-
 def start(bootstrap: str = DEFAULT_BOOTSTRAP, home: Path | None = None, timeout: float = 60) -> int:
     """Start the broker detached (idempotent); wait until it answers; return its PID.
 
@@ -503,7 +498,7 @@ def start(bootstrap: str = DEFAULT_BOOTSTRAP, home: Path | None = None, timeout:
             stdout=console,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_restore_signals,  # only resets signal dispositions
+            preexec_fn=restore_default_signals,
         )
     paths.pid_file.write_text(f"{proc.pid}\n")
     try:

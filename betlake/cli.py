@@ -16,6 +16,7 @@ from rich.table import Table
 
 from betlake.config import BetlakeError, Settings
 from betlake.contract import PARTITION_FORMAT, epoch_us, to_utc
+from betlake.processes import restore_default_signals
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
@@ -169,6 +170,14 @@ def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> None:
                   f"{args.end:%Y-%m-%d %H:%M}) UTC; the run is in the Dagster UI")  # fmt: skip
 
 
+def cmd_ui(args: argparse.Namespace, settings: Settings) -> None:
+    from betlake.processes import run_server
+
+    console.print(f"Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    command = [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(args.port)]
+    run_server(command, {**os.environ, "DAGSTER_HOME": str(dagster_home())})
+
+
 def cmd_query(args: argparse.Namespace, settings: Settings) -> None:
     import duckdb
 
@@ -230,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     reprocess.add_argument("--end", type=timestamp, required=True)
     reprocess.set_defaults(run=cmd_reprocess)
 
+    ui = commands.add_parser("ui", help="the Dagster UI and daemon (dagster dev) on 127.0.0.1")
+    ui.add_argument("--port", type=positive_int, default=3000)
+    ui.set_defaults(run=cmd_ui)
+
     query = commands.add_parser("query", help="DuckDB SQL over the lake tables")
     query.add_argument("sql")
     query.add_argument("--limit", type=positive_int, default=50, help="rows to show")
@@ -242,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    restore_default_signals()
     args = build_parser().parse_args(argv)
     try:
         args.run(args, Settings.from_env())

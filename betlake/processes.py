@@ -1,0 +1,35 @@
+"""Servers and jobs betlake starts stop when asked, even if started where signals are ignored.
+
+A process started in the background can inherit SIGINT and SIGTERM as ignored, and a child
+keeps that disposition; these helpers put the defaults back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def restore_default_signals() -> None:
+    """Give the stop signals their default dispositions (also a ``preexec_fn`` for children)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run_server(command: Sequence[str], env: Mapping[str, str]) -> int:
+    """Run a server in its own process group until it exits; SIGINT/SIGTERM stop it cleanly."""
+    server = subprocess.Popen(
+        command, env=dict(env), start_new_session=True, preexec_fn=restore_default_signals
+    )
+
+    def stop(signum: int, _frame: object) -> None:
+        os.killpg(server.pid, signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    return server.wait()
