@@ -100,8 +100,8 @@ def main() -> None:
 
     telemetry = work / "day.jsonl"
     spec = TelemetrySpec(count=args.events, start=DAY, span=timedelta(days=1))
-    seconds = timed(lambda: telemetry.write_text(
-        "".join(f"{line}\n" for line in generate_telemetry(spec, settings.reference))))  # fmt: skip
+    lines = generate_telemetry(spec, settings.reference)
+    seconds = timed(lambda: telemetry.write_text("".join(f"{line}\n" for _, line in lines)))
     print(f"generated {args.events:,} events in {seconds:.1f}s")
     for table in REFERENCE_TABLES:
         lake.overwrite(table, read_reference_csv(table, settings.reference, datetime.now(UTC)))

@@ -101,16 +101,25 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
         malformed_fraction=args.malformed_fraction,
         unknown_fraction=args.unknown_fraction,
     )
-    args.to.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with args.to.open("w") as out, Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"generating {args.to}", total=spec.count)
-        for line in generate_telemetry(spec, settings.reference):
-            out.write(line + "\n")
-            written += 1
-            if written % 10_000 == 0:
-                progress.update(task, completed=min(written, spec.count))
-    console.print(f"wrote {written} messages ({spec.count} events plus flaws) to {args.to}")
+    messages = generate_telemetry(spec, settings.reference)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"generating to {args.to}", total=spec.count)
+        if str(args.to) == "kafka":
+            from betlake.kafka import ensure_topic, produce
+
+            ensure_topic(settings, settings.telemetry_topic)
+            for sent in produce(settings, settings.telemetry_topic, messages, args.rate):
+                progress.update(task, completed=min(sent, spec.count))
+            where = f"topic {settings.telemetry_topic} on {settings.kafka_bootstrap}"
+        else:
+            args.to.parent.mkdir(parents=True, exist_ok=True)
+            with args.to.open("w") as out:
+                for sent, (_, line) in enumerate(messages, 1):
+                    out.write(line + "\n")
+                    if sent % 10_000 == 0:
+                        progress.update(task, completed=min(sent, spec.count))
+            where = str(args.to)
+    console.print(f"sent {spec.count} events, plus duplicates and malformed ones, to {where}")
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
@@ -211,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("action", choices=["start", "stop", "status"])
     broker.set_defaults(run=cmd_broker)
 
-    generate = commands.add_parser("generate", help="synthetic telemetry to a JSON lines file")
-    generate.add_argument("--to", type=Path, required=True, help="output file")
+    generate = commands.add_parser("generate", help="synthetic telemetry to a file or to Kafka")
+    generate.add_argument("--to", type=Path, required=True, help="a JSON lines file, or kafka")
+    generate.add_argument("--rate", type=float, help="events a second to Kafka (default: max)")
     generate.add_argument("--count", type=positive_int, default=100_000, help="valid events")
     yesterday = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
         days=1

@@ -151,15 +151,18 @@ _MALFORMATIONS = (
 )
 
 
-def generate_telemetry(spec: TelemetrySpec, reference: Path) -> Iterator[str]:
-    """JSON lines of telemetry in arrival order (bounded memory, whatever the count)."""
+def generate_telemetry(spec: TelemetrySpec, reference: Path) -> Iterator[tuple[str, str]]:
+    """(player_id, JSON line) of telemetry in arrival order (bounded memory, whatever the count).
+
+    The player is the Kafka message key; a malformed line keeps the key of the event it spoils.
+    """
     rng = random.Random(spec.seed)
     players, site_currency = _players(reference)
     sites = list(site_currency)
     start_us, span_us = epoch_us(to_utc(spec.start)), int(spec.span.total_seconds() * 1e6)
     sessions = max(1, spec.count // 12)
     step_us = span_us / sessions
-    pending: list[tuple[int, int, str]] = []  # (arrival_us, seq, line)
+    pending: list[tuple[int, int, str, str]] = []  # (arrival_us, seq, key, line)
     seq = made = 0
 
     def push(event: dict, event_us: int) -> None:
@@ -170,12 +173,12 @@ def generate_telemetry(spec: TelemetrySpec, reference: Path) -> Iterator[str]:
         line = json.dumps(event, separators=(",", ":"))
         for _ in range(2 if rng.random() < spec.duplicate_fraction else 1):
             seq += 1
-            heapq.heappush(pending, (int(event_us + delay), seq, line))
+            heapq.heappush(pending, (int(event_us + delay), seq, event["player_id"], line))
             delay += rng.uniform(0, 60) * 1e6
         if rng.random() < spec.malformed_fraction:
             seq += 1
             bad = rng.choice(_MALFORMATIONS)({**event, "event_id": f"{event['event_id']}-bad"})
-            heapq.heappush(pending, (int(event_us + delay), seq, bad))
+            heapq.heappush(pending, (int(event_us + delay), seq, event["player_id"], bad))
 
     for session in range(sessions):
         session_us = start_us + int(session * step_us)
@@ -232,8 +235,8 @@ def generate_telemetry(spec: TelemetrySpec, reference: Path) -> Iterator[str]:
                     settle_us,
                 )
         while pending and pending[0][0] < session_us:
-            yield heapq.heappop(pending)[2]
+            yield heapq.heappop(pending)[2:]
         if made >= spec.count:
             break
     while pending:
-        yield heapq.heappop(pending)[2]
+        yield heapq.heappop(pending)[2:]

@@ -1,0 +1,177 @@
+"""Kafka, in one place: client settings, topics, producing telemetry, publishing figures,
+reading a topic back, committing offsets. Every client is confluent-kafka (librdkafka)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from decimal import Decimal
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from betlake.config import BetlakeError, Settings
+
+STREAM_GROUP = "betlake-stream"  # the consumer group whose committed offsets the stream resumes
+
+
+class KafkaError(BetlakeError):
+    """Kafka could not be reached or refused a request."""
+
+
+def client_config(settings: Settings, **extra: object) -> dict[str, object]:
+    """librdkafka settings: the bootstrap, pass-through security options, then ``extra``."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, **settings.kafka_options, **extra}
+
+
+def ensure_topic(
+    settings: Settings, topic: str, partitions: int = 4, compacted: bool = False
+) -> int:
+    """Create ``topic`` if it is missing; return its partition count."""
+    admin = AdminClient(client_config(settings))
+    existing = admin.list_topics(timeout=10).topics.get(topic)
+    if existing is not None and not existing.error:
+        return len(existing.partitions)
+    config = {"cleanup.policy": "compact"} if compacted else {}
+    future = admin.create_topics([NewTopic(topic, partitions, 1, config=config)])[topic]
+    try:
+        future.result(timeout=30)
+    except KafkaException as error:
+        if "TOPIC_ALREADY_EXISTS" not in str(error):
+            raise KafkaError(f"cannot create topic {topic}: {error}") from None
+    return partitions
+
+
+def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of ``topic``."""
+    try:
+        metadata = AdminClient(client_config(settings)).list_topics(topic, timeout=10)
+    except KafkaException as error:
+        raise KafkaError(f"Kafka at {settings.kafka_bootstrap} did not answer: {error}") from None
+    found = metadata.topics.get(topic)
+    if found is None or found.error:
+        raise KafkaError(f"topic {topic} does not exist on {settings.kafka_bootstrap}")
+    return sorted(found.partitions)
+
+
+def producer(settings: Settings, **extra: object) -> Producer:
+    """An idempotent producer that waits for every replica."""
+    return Producer(
+        client_config(
+            settings, acks="all", **{"enable.idempotence": True, "linger.ms": 20}, **extra
+        )
+    )
+
+
+def produce(
+    settings: Settings,
+    topic: str,
+    messages: Iterable[tuple[str | None, str]],
+    rate: float | None = None,
+) -> Iterator[int]:
+    """Send (key, value) messages, at most ``rate`` a second; yields the running count."""
+    out = producer(settings)
+    began, sent = time.monotonic(), 0
+    for key, value in messages:
+        while True:
+            try:
+                out.produce(topic, value=value.encode(), key=key.encode() if key else None)
+                break
+            except BufferError:
+                out.poll(0.05)
+        sent += 1
+        if sent % 1000 == 0:
+            out.poll(0)
+            yield sent
+            if rate:
+                ahead = sent / rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+    if out.flush(60):
+        raise KafkaError(f"{len(out)} messages were not delivered to {topic}")
+    yield sent
+
+
+def stats_message(row: dict) -> tuple[str, str]:
+    """The ``bet-site-stats`` message of a site_window_stats row: (key, JSON value)."""
+
+    def plain(value: object) -> object:
+        if isinstance(value, datetime):
+            return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
+        if isinstance(value, Decimal):
+            return f"{value:.2f}"
+        return value
+
+    value = {name: plain(v) for name, v in row.items() if name != "window_date"}
+    return f"{row['site_id']}|{value['window_start']}", json.dumps(value)
+
+
+def publish(out: Producer, topic: str, rows: Iterable[dict]) -> int:
+    """Publish figures rows and wait until Kafka has them all; returns how many."""
+    count = 0
+    for row in rows:
+        key, value = stats_message(row)
+        out.produce(topic, key=key.encode(), value=value.encode())
+        count += 1
+    if out.flush(30):
+        raise KafkaError(f"{len(out)} figures were not delivered to {topic}")
+    return count
+
+
+def read_latest(settings: Settings, topic: str, timeout: float = 30) -> dict[str, dict]:
+    """Read ``topic`` from the start to its current end: the latest JSON value per key."""
+    consumer = Consumer(client_config(
+        settings, **{"group.id": f"betlake-reader-{time.time_ns()}", "enable.auto.commit": False,
+                     "auto.offset.reset": "earliest"}))  # fmt: skip
+    try:
+        ends = {}
+        for partition in partitions_of(settings, topic):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            if high > low:
+                ends[partition] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        latest: dict[str, dict] = {}
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error():
+                    continue
+                latest[message.key().decode()] = json.loads(message.value())
+                if message.offset() + 1 >= ends.get(message.partition(), 0):
+                    ends.pop(message.partition(), None)
+        if ends:
+            raise KafkaError(f"timed out reading {topic} to its end")
+        return latest
+    finally:
+        consumer.close()
+
+
+def stream_consumer(settings: Settings) -> Consumer:
+    """A consumer of the stream's group, for assigned partitions (no group rebalancing)."""
+    return Consumer(client_config(
+        settings, **{"group.id": STREAM_GROUP, "enable.auto.commit": False,
+                     "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
+                     "enable.partition.eof": False, "fetch.wait.max.ms": 100}))  # fmt: skip
+
+
+def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
+    """Where the stream resumes in each partition: its committed offset, else the earliest."""
+    consumer = stream_consumer(settings)
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], 10)
+        starts = {}
+        for tp in committed:
+            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), 10)
+            starts[tp.partition] = tp.offset if tp.offset >= 0 else low
+        return starts
+    finally:
+        consumer.close()
+
+
+def commit(consumer: Consumer, topic: str, offsets: dict[int, int]) -> None:
+    """Commit the stream group's next offsets (synchronously)."""
+    consumer.commit(
+        offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
+    )
