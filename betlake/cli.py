@@ -151,6 +151,17 @@ def materialize(selection: list[str], partition_range: tuple[str, str] | None = 
         raise BetlakeError(f"the Dagster run of {', '.join(selection)} failed (see its log above)")
 
 
+def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
+    import logging
+
+    from streaming.job import run_stream
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    logging.getLogger("betlake").setLevel(logging.INFO)
+    counters = run_stream(settings, drain_when_idle=args.drain_when_idle)
+    console.print("stream stopped: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+
+
 def cmd_reference(args: argparse.Namespace, settings: Settings) -> None:
     materialize(["bet_sites", "players", "fx_rates"])
     console.print(f"reference data loaded from {settings.reference}")
@@ -240,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="load JSON lines files into telemetry_raw")
     ingest.add_argument("files", type=Path, nargs="+")
     ingest.set_defaults(run=cmd_ingest)
+
+    stream = commands.add_parser("stream", help="run the streaming job until stopped")
+    stream.add_argument(
+        "--drain-when-idle", type=float, metavar="SECONDS",
+        help="end once no message has arrived for this long (every open window fires)",
+    )  # fmt: skip
+    stream.set_defaults(run=cmd_stream)
 
     reference = commands.add_parser("reference", help="load the reference data (Dagster run)")
     reference.set_defaults(run=cmd_reference)

@@ -160,7 +160,14 @@ def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> 
     """Where the stream resumes in each partition: its committed offset, else the earliest."""
     consumer = stream_consumer(settings)
     try:
-        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], 10)
+        for attempt in range(30):  # a new broker takes a few seconds to elect the coordinator
+            try:
+                committed = consumer.committed([TopicPartition(topic, p) for p in partitions], 10)
+                break
+            except KafkaException as error:
+                if attempt == 29 or not error.args[0].retriable():
+                    raise KafkaError(f"cannot read the committed offsets: {error}") from None
+                time.sleep(1)
         starts = {}
         for tp in committed:
             low, _ = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), 10)

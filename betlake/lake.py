@@ -117,6 +117,32 @@ class Lake:
             raise ValueError(f"rows outside [{start}, {end}) cannot replace that range")
         self._write(spec, data, mode="overwrite", predicate=window_range_predicate(start, end))
 
+    def _merge(self, spec: TableSpec, data: pa.Table, build: Callable) -> dict:
+        """Merge ``data`` on the partition columns and key, retrying commit conflicts."""
+        table = self.ensure(spec)
+        on = [*spec.partition_by, *spec.key]
+        predicate = " AND ".join(f"t.{col} = s.{col}" for col in on)
+        source = data.select(spec.schema.names).cast(spec.schema)
+
+        def merge() -> dict:
+            table.update_incremental()
+            merger = table.merge(source, predicate, source_alias="s", target_alias="t")
+            return build(merger).execute()
+
+        return with_commit_retry(merge, spec.name)
+
+    def upsert(self, spec: TableSpec, data: pa.Table, update_when: str | None = None) -> None:
+        """Insert rows with new keys; replace existing rows (only where ``update_when`` holds,
+        a predicate over ``s.`` source and ``t.`` target columns)."""
+        if data.num_rows:
+            self._merge(
+                spec,
+                first_per_key(data, spec.key),
+                lambda m: m.when_matched_update_all(
+                    predicate=update_when
+                ).when_not_matched_insert_all(),
+            )
+
     def insert_new(self, spec: TableSpec, data: pa.Table) -> int:
         """Insert the rows whose key is not in the table yet (first of each key in ``data``).
 
@@ -125,21 +151,8 @@ class Lake:
         data = first_per_key(data, spec.key)
         if not data.num_rows:
             return 0
-        table = self.ensure(spec)
-        on = [*spec.partition_by, *spec.key]
-        predicate = " AND ".join(f"t.{col} = s.{col}" for col in on)
-        source = data.select(spec.schema.names).cast(spec.schema)
-
-        def merge() -> int:
-            table.update_incremental()
-            metrics = (
-                table.merge(source, predicate, source_alias="s", target_alias="t")
-                .when_not_matched_insert_all()
-                .execute()
-            )
-            return int(metrics["num_target_rows_inserted"])
-
-        return with_commit_retry(merge, spec.name)
+        metrics = self._merge(spec, data, lambda m: m.when_not_matched_insert_all())
+        return int(metrics["num_target_rows_inserted"])
 
     def scan(
         self,

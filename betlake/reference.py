@@ -4,6 +4,7 @@ window transform joins against (site attributes, VIP players, EUR rates with dat
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -167,3 +168,25 @@ class Reference:
         at = pc.fill_null(row, 0).to_numpy(zero_copy_only=False).astype(np.int64) * self.days + col
         index = pa.array(at, pa.int64(), mask=~valid | (col < 0))
         return pc.take(self.rate_grid, index)
+
+
+class ReferenceCache:
+    """The lake's reference snapshot, reloaded when a reference table gets a new Delta version
+    (checked at most every ``refresh_seconds``): what long-running workers join against."""
+
+    def __init__(self, lake_root: str, refresh_seconds: float = 30) -> None:
+        self.lake = Lake(lake_root)
+        self.refresh_seconds = refresh_seconds
+        self.versions: tuple[int, ...] = ()
+        self.checked = float("-inf")
+        self.snapshot: Reference | None = None
+
+    def get(self) -> Reference:
+        now = time.monotonic()
+        if self.snapshot is None or now - self.checked >= self.refresh_seconds:
+            self.checked = now
+            tables = [self.lake.open(spec.name) for spec in REFERENCE_TABLES]
+            versions = tuple(-1 if t is None else t.version() for t in tables)
+            if self.snapshot is None or versions != self.versions:
+                self.snapshot, self.versions = Reference.from_lake(self.lake), versions
+        return self.snapshot

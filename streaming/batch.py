@@ -9,12 +9,10 @@ from datetime import datetime, timedelta
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.dataset as ds
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from betlake.config import Settings
 from betlake.contract import (
     EVENT_COLUMNS,
-    SITE_WINDOW_STATS,
     TELEMETRY_RAW,
     TIMESTAMP,
     epoch_us,
@@ -22,6 +20,8 @@ from betlake.contract import (
 )
 from betlake.lake import Lake
 from betlake.reference import Reference
+from streaming.runners import pipeline_options
+from streaming.sinks import ReplaceGoldRangeFn
 from streaming.windows import SiteWindowStats
 
 READ_CHUNK = timedelta(hours=1)  # one read (and one Beam element) per hour of event time
@@ -52,19 +52,6 @@ class ReadRawRangeFn(beam.DoFn):
             yield events
 
 
-class ReplaceGoldRangeFn(beam.DoFn):
-    """All rows of a range -> one commit replacing exactly that range of ``site_window_stats``."""
-
-    def __init__(self, lake_root: str, start: datetime, end: datetime) -> None:
-        self.lake_root, self.start, self.end = lake_root, start, end
-
-    def process(self, rows: list[dict]):
-        table = pa.Table.from_pylist(rows, schema=SITE_WINDOW_STATS.schema)
-        Lake(self.lake_root).replace_windows(SITE_WINDOW_STATS, table, self.start, self.end)
-        beam.metrics.Metrics.counter("betlake", "gold_rows").inc(table.num_rows)
-        yield table.num_rows
-
-
 @dataclass(frozen=True)
 class ReprocessReport:
     """What a reprocessing run did."""
@@ -85,32 +72,25 @@ def hour_chunks(start: datetime, end: datetime) -> list[tuple[datetime, datetime
     return chunks
 
 
-def reprocess(
-    settings: Settings, start: datetime, end: datetime, pipeline_args: list[str] | None = None
-) -> ReprocessReport:
+def reprocess(settings: Settings, start: datetime, end: datetime) -> ReprocessReport:
     """Recompute every window in [start, end) from ``telemetry_raw`` and replace it in gold.
 
-    Runs :class:`SiteWindowStats` in batch mode (local Beam runner unless ``pipeline_args``
-    say otherwise); windows with no events in the range disappear from gold.
+    Runs :class:`SiteWindowStats` in batch mode on the configured runner (see
+    :mod:`streaming.runners`); windows with no events in the range disappear from gold.
     """
     start, end = to_utc(start), to_utc(end)
     width = settings.window_seconds * 1_000_000
     if epoch_us(start) % width or epoch_us(end) % width or end <= start:
         raise ValueError(f"[{start}, {end}) is not a non-empty range of whole windows")
-    lake = Lake(settings.lake)
-    reference = Reference.from_lake(lake)
+    Reference.from_lake(Lake(settings.lake))  # fails clearly if it is not loaded yet
     began = time.perf_counter()
-    options = PipelineOptions(
-        pipeline_args or ["--runner=DirectRunner", "--direct_num_workers=1"],
-    )
-    with beam.Pipeline(options=options) as pipeline:
-        snapshot = beam.pvalue.AsSingleton(pipeline | "Reference" >> beam.Create([reference]))
+    with beam.Pipeline(options=pipeline_options(streaming=False)) as pipeline:
         _ = (
             pipeline
             | "Chunks" >> beam.Create(hour_chunks(start, end))
             | "ReadRaw" >> beam.ParDo(ReadRawRangeFn(settings.lake))
             | "SiteWindowStats"
-            >> SiteWindowStats(snapshot, settings.window_seconds, pane_label="BATCH")
+            >> SiteWindowStats(settings.lake, settings.window_seconds, pane_label="BATCH")
             | "OneRange" >> beam.WindowInto(beam.window.GlobalWindows())
             | "AllRows" >> beam.combiners.ToList()
             | "ReplaceGold" >> beam.ParDo(ReplaceGoldRangeFn(settings.lake, start, end))

@@ -14,14 +14,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.coders import PickleCoder
 from apache_beam.transforms import trigger, window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from betlake.contract import EVENT_COLUMNS, MONEY_EVENT_TYPES, window_floor_us
-from betlake.reference import Reference
+from betlake.reference import ReferenceCache
 
 _EXACT = decimal.Context(prec=60)  # sums of products never lose a digit
 _CENT = Decimal("0.01")
@@ -63,6 +67,41 @@ class SiteWindow:
         return self
 
 
+def beam_lateness_seconds(window_seconds: int, allowed_lateness_seconds: int) -> int:
+    """How long Beam keeps a window open: one window beyond the allowed lateness.
+
+    The stream decides lateness itself, where events arrive (:func:`arrived_too_late`), and
+    holds its watermark back (:func:`watermark_ceiling`) so that Beam never drops an event the
+    lake counts as on time; the margin keeps Beam's own rule from ever being the stricter one.
+    """
+    return allowed_lateness_seconds + window_seconds
+
+
+def arrived_too_late(
+    window_start_us: np.ndarray,
+    watermark_us: int | None,
+    window_seconds: int,
+    allowed_lateness_seconds: int,
+) -> np.ndarray:
+    """Whether each event's window had passed its end plus the allowed lateness (by the
+    watermark when the event arrived): such an event is flagged and left out of the figures."""
+    if watermark_us is None:
+        return np.zeros(len(window_start_us), dtype=bool)
+    closes_us = window_start_us + (window_seconds + allowed_lateness_seconds) * 1_000_000
+    return closes_us <= watermark_us
+
+
+def watermark_ceiling(
+    window_start_us: np.ndarray, window_seconds: int, allowed_lateness_seconds: int
+) -> int | None:
+    """The highest watermark that still keeps every given (on-time) event's window open in
+    Beam: a read spanning much event time must not move the watermark past its own events."""
+    if not len(window_start_us):
+        return None
+    keep_us = window_seconds + beam_lateness_seconds(window_seconds, allowed_lateness_seconds)
+    return int(window_start_us.min()) + keep_us * 1_000_000 - 1
+
+
 def _cents(value: Decimal) -> Decimal:
     return value.quantize(_CENT, rounding=decimal.ROUND_HALF_EVEN)
 
@@ -74,10 +113,15 @@ class PreAggregateFn(beam.DoFn):
     kernels; each output is timestamped at its window's start, so windowing places it.
     """
 
-    def __init__(self, window_seconds: int) -> None:
+    def __init__(self, window_seconds: int, lake_root: str) -> None:
         self.window_seconds = window_seconds
+        self.lake_root = lake_root
 
-    def process(self, batch: pa.RecordBatch | pa.Table, reference: Reference):
+    def setup(self) -> None:
+        self.reference = ReferenceCache(self.lake_root)
+
+    def process(self, batch: pa.RecordBatch | pa.Table):
+        reference = self.reference.get()
         events = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
         if not events.num_rows:
             return
@@ -151,26 +195,68 @@ class MergeSiteWindowsFn(beam.CombineFn):
         return accumulator
 
 
-class ToStatsRowFn(beam.DoFn):
-    """``(site_id, SiteWindow)`` in a window -> a ``site_window_stats`` row (a dict)."""
+class KeyByWindowFn(beam.DoFn):
+    """A pane ``(site_id, SiteWindow)`` -> ``(key, (window start, end us, figures, pane))``,
+    carrying its window and pane timing into the global window."""
 
-    def __init__(self, pane_label: str | None) -> None:
-        self.pane_label = pane_label
+    def process(self, element, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        site_id, figures = element
+        start, end = win.start.micros, win.end.micros
+        yield f"{start}|{site_id}", (site_id, start, end, figures, pane.timing)
+
+
+class AccumulatePanesFn(beam.DoFn):
+    """Discarding panes of one (window, site) -> its running total, one output per pane.
+
+    Prism (Beam 2.77) holds late firings back until the window expires in ACCUMULATING mode,
+    so panes fire DISCARDING and this keeps the sum in state until the window can take no
+    more events (an event-time timer at its end plus the lateness Beam allows).
+    """
+
+    TOTAL = ReadModifyWriteStateSpec("total", PickleCoder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, keep_seconds: int) -> None:
+        self.keep_us = keep_seconds * 1_000_000
 
     def process(
         self,
-        element: tuple[str, SiteWindow],
-        reference: Reference,
-        win=beam.DoFn.WindowParam,
-        pane=beam.DoFn.PaneInfoParam,
+        element,
+        total=beam.DoFn.StateParam(TOTAL),
+        expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
-        site_id, figures = element
+        _, (site_id, start, end, figures, timing) = element
+        running = total.read() or SiteWindow()
+        running.merge(figures)
+        total.write(running)
+        expiry.set(Timestamp(micros=end + self.keep_us))
+        yield site_id, start, end, running, timing
+
+    @on_timer(EXPIRY)
+    def forget(self, total=beam.DoFn.StateParam(TOTAL)):
+        total.clear()
+
+
+class ToStatsRowFn(beam.DoFn):
+    """``(site_id, start, end, SiteWindow, pane timing)`` -> a ``site_window_stats`` row."""
+
+    def __init__(self, lake_root: str, pane_label: str | None) -> None:
+        self.lake_root = lake_root
+        self.pane_label = pane_label
+
+    def setup(self) -> None:
+        self.reference = ReferenceCache(self.lake_root)
+
+    def process(self, element: tuple[str, int, int, SiteWindow, int]):
+        site_id, start_us, end_us, figures, timing = element
+        reference = self.reference.get()
         site = reference.site_index(pa.array([site_id])).to_pylist()[0]
         attributes = reference.sites.slice(site, 1).to_pylist()[0] if site is not None else {}
         stake, payout = _cents(figures.stake), _cents(figures.payout)
+        start = Timestamp(micros=start_us).to_utc_datetime(has_tz=True)
         yield {
-            "window_start": win.start.to_utc_datetime(has_tz=True),
-            "window_end": win.end.to_utc_datetime(has_tz=True),
+            "window_start": start,
+            "window_end": Timestamp(micros=end_us).to_utc_datetime(has_tz=True),
             "site_id": site_id,
             "site_name": attributes.get("name"),
             "brand": attributes.get("brand"),
@@ -186,9 +272,9 @@ class ToStatsRowFn(beam.DoFn):
             "deposits_eur": _cents(figures.deposits),
             "withdrawals_eur": _cents(figures.withdrawals),
             "unpriced_events": figures.unpriced_events,
-            "pane": self.pane_label or PaneInfoTiming.to_string(pane.timing),
+            "pane": self.pane_label or PaneInfoTiming.to_string(timing),
             "computed_at": datetime.now(UTC),
-            "window_date": win.start.to_utc_datetime(has_tz=True).date(),
+            "window_date": start.date(),
         }
 
 
@@ -197,34 +283,44 @@ class SiteWindowStats(beam.PTransform):
 
     Fixed event-time windows aligned to the epoch; a pane fires when the watermark passes the
     window's end (ON_TIME), then once per late batch until ``allowed_lateness_seconds`` have
-    passed (LATE); panes accumulate, so each carries the window's whole current value. In a
-    batch run every window fires once, labelled ``pane_label`` (BATCH).
+    passed (LATE); every pane carries the window's whole current value. The reference data is
+    read from the lake and reloaded when it changes. In a batch run (``pane_label`` BATCH)
+    every window fires exactly once, so there is nothing to accumulate.
     """
 
     def __init__(
         self,
-        reference: beam.pvalue.AsSideInput,
+        lake_root: str,
         window_seconds: int,
         allowed_lateness_seconds: int = 0,
         pane_label: str | None = None,
     ) -> None:
         super().__init__()
-        self.reference = reference
+        self.lake_root = lake_root
         self.window_seconds = window_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
         self.pane_label = pane_label
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        return (
+        panes = (
             batches
-            | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.window_seconds), self.reference)
+            | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.window_seconds, self.lake_root))
             | "EventTimeWindows"
             >> beam.WindowInto(
                 window.FixedWindows(self.window_seconds),
                 trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
-                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+                accumulation_mode=trigger.AccumulationMode.DISCARDING,
                 allowed_lateness=Duration(seconds=self.allowed_lateness_seconds),
             )
             | "MergePerSite" >> beam.CombinePerKey(MergeSiteWindowsFn())
-            | "ToStatsRows" >> beam.ParDo(ToStatsRowFn(self.pane_label), self.reference)
+            | "KeyByWindow" >> beam.ParDo(KeyByWindowFn())
         )
+        if self.pane_label is None:
+            panes = (
+                panes
+                | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+                | "Accumulate" >> beam.ParDo(AccumulatePanesFn(self.allowed_lateness_seconds))
+            )
+        else:
+            panes = panes | "OnePane" >> beam.Values()
+        return panes | "ToStatsRows" >> beam.ParDo(ToStatsRowFn(self.lake_root, self.pane_label))

@@ -1,0 +1,265 @@
+"""Where the pipeline's results go, all idempotent: bronze and rejected (keyed by event_id and
+origin), gold (a range replaced by reprocessing, or panes upserted by the stream under the
+no-stale-overwrite rule), the ``bet-site-stats`` topic, and the stream group's offsets."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
+
+from betlake.config import Settings
+from betlake.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
+from betlake.kafka import commit, producer, publish, stream_consumer
+from betlake.lake import Lake, first_per_key
+from streaming.kafka_source import PartitionRead
+
+log = logging.getLogger("betlake.stream")
+
+# A streaming pane replaces a gold row only if it counts more events, or as many as a row that
+# an earlier pane (not reprocessing) wrote: results only move toward the truth.
+NEWER_PANE = "s.events > t.events OR (s.events = t.events AND t.pane <> 'BATCH')"
+
+
+class ReplaceGoldRangeFn(beam.DoFn):
+    """All rows of a range -> one commit replacing exactly that range of ``site_window_stats``."""
+
+    def __init__(self, lake_root: str, start: datetime, end: datetime) -> None:
+        self.lake_root, self.start, self.end = lake_root, start, end
+
+    def process(self, rows: list[dict]):
+        table = pa.Table.from_pylist(rows, schema=SITE_WINDOW_STATS.schema)
+        Lake(self.lake_root).replace_windows(SITE_WINDOW_STATS, table, self.start, self.end)
+        beam.metrics.Metrics.counter("betlake", "gold_rows").inc(table.num_rows)
+        yield table.num_rows
+
+
+class _SeenIds:
+    """event_ids per window start, forgotten once their window can take no more events."""
+
+    def __init__(self) -> None:
+        self.by_window: dict[int, set[str]] = defaultdict(set)
+
+    def __contains__(self, item: tuple[int, str]) -> bool:
+        window, event_id = item
+        return event_id in self.by_window.get(window, ())
+
+    def add(self, window: int, event_id: str) -> None:
+        self.by_window[window].add(event_id)
+
+    def forget_before(self, window_start_us: int) -> None:
+        for window in [w for w in self.by_window if w < window_start_us]:
+            del self.by_window[window]
+
+
+class StoreTelemetryFn(beam.DoFn):
+    """A :class:`PartitionRead` -> its rows made durable, and what the stream's figures take.
+
+    Rejected messages go to ``telemetry_rejected``; valid events to ``telemetry_raw`` once, with
+    the ``arrived_late`` flag the source gave them. The main output is the on-time events not
+    counted yet (an Arrow table); the ``progress`` output says which offsets are stored and until
+    when their windows stay open, for the offset commits.
+    """
+
+    PROGRESS = "progress"
+
+    def __init__(self, settings: Settings, keep_open_seconds: int) -> None:
+        self.settings = settings
+        self.window_us = settings.window_seconds * 1_000_000
+        self.lateness_us = settings.allowed_lateness_seconds * 1_000_000
+        self.keep_open_us = keep_open_seconds * 1_000_000
+
+    def setup(self) -> None:
+        self.lake = Lake(self.settings.lake)
+        self.counted: dict[int, _SeenIds] = {}  # in this run's figures, per partition
+        self.stored: dict[int, _SeenIds] = {}  # in bronze, per partition
+
+    def _stored_ids(self, read: PartitionRead) -> _SeenIds:
+        """Ids of the partition already in bronze from its offsets on (a restart re-reads them)."""
+        if read.partition not in self.stored:
+            seen = self.stored[read.partition] = _SeenIds()
+            again = self.lake.scan(
+                TELEMETRY_RAW,
+                ["event_id", "window_start"],
+                (ds.field("source") == "kafka")
+                & (ds.field("kafka_partition") == read.partition)
+                & (ds.field("kafka_offset") >= read.first_offset),
+            )
+            starts = pc.cast(again.column("window_start"), pa.int64()).to_pylist()
+            for window, event_id in zip(starts, again.column("event_id").to_pylist(), strict=True):
+                seen.add(window, event_id)
+        return self.stored[read.partition]
+
+    def process(self, read: PartitionRead, timestamp=beam.DoFn.TimestampParam):
+        self.lake.insert_new(TELEMETRY_REJECTED, read.validated.rejected)
+        events = first_per_key(read.validated.events, ("event_id",))
+        starts = pc.cast(events.column("window_start"), pa.int64()).to_pylist()
+        ids = events.column("event_id").to_pylist()
+        late = events.column("arrived_late").to_pylist()
+        stored, counted = (
+            self._stored_ids(read),
+            self.counted.setdefault(read.partition, _SeenIds()),
+        )
+        new_on_time = [
+            not is_late and (start, event_id) not in stored
+            for start, event_id, is_late in zip(starts, ids, late, strict=True)
+        ]
+        take = [
+            not is_late and (start, event_id) not in counted
+            for start, event_id, is_late in zip(starts, ids, late, strict=True)
+        ]
+        self.lake.append(TELEMETRY_RAW, events.filter(pa.array(new_on_time)))
+        self.lake.insert_new(TELEMETRY_RAW, events.filter(pa.array(late)))  # rare; may be dupes
+        for start, event_id, on_time in zip(starts, ids, take, strict=True):
+            if on_time:
+                stored.add(start, event_id)
+                counted.add(start, event_id)
+        if read.watermark_us is not None:
+            for seen in (stored, counted):
+                seen.forget_before(read.watermark_us - self.window_us - self.lateness_us)
+        metrics = beam.metrics.Metrics
+        metrics.counter("betlake", "events_in").inc(len(ids))
+        metrics.counter("betlake", "rejected").inc(read.validated.rejected.num_rows)
+        metrics.counter("betlake", "too_late").inc(sum(late))
+        figures = events.filter(pa.array(take))
+        if figures.num_rows:
+            yield figures
+        open_until = max(
+            [
+                s + self.window_us + self.keep_open_us
+                for s, t in zip(starts, take, strict=True)
+                if t
+            ],
+            default=timestamp.micros,
+        )
+        yield beam.pvalue.TaggedOutput(
+            self.PROGRESS,
+            (
+                read.partition,
+                (read.first_offset, read.next_offset, max(open_until, timestamp.micros)),
+            ),
+        )
+
+
+class PublishPanesFn(beam.DoFn):
+    """Fired panes -> upserted into gold (never over a row counting more events) and published
+    to the ``bet-site-stats`` topic, a bundle at a time; logs one line per fired window."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def setup(self) -> None:
+        self.lake = Lake(self.settings.lake)
+        self.producer = producer(self.settings)
+
+    def start_bundle(self) -> None:
+        self.rows: list[dict] = []
+
+    def process(self, row: dict):
+        self.rows.append(row)
+
+    def finish_bundle(self) -> None:
+        if not self.rows:
+            return
+        rows = self._newer_than_lake(self.rows)
+        if rows:
+            table = pa.Table.from_pylist(rows, schema=SITE_WINDOW_STATS.schema)
+            self.lake.upsert(SITE_WINDOW_STATS, table, update_when=NEWER_PANE)
+            publish(self.producer, self.settings.stats_topic, rows)
+        now = datetime.now(UTC)
+        windows: dict[tuple[datetime, str], list[dict]] = defaultdict(list)
+        for row in self.rows:
+            windows[row["window_start"], row["pane"]].append(row)
+        for (start, pane), fired in sorted(windows.items()):
+            log.info(
+                "window %s %s: %d sites, %d events, published %.2fs after firing",
+                f"{start:%Y-%m-%d %H:%M}", pane, len(fired), sum(r["events"] for r in fired),
+                (now - min(r["computed_at"] for r in fired)).total_seconds(),
+            )  # fmt: skip
+        beam.metrics.Metrics.counter("betlake", "panes").inc(len(self.rows))
+        beam.metrics.Metrics.counter("betlake", "published").inc(len(rows))
+
+    def _newer_than_lake(self, rows: list[dict]) -> list[dict]:
+        """The rows the no-stale-overwrite rule lets through against gold as it is now."""
+        starts = sorted({row["window_start"] for row in rows})
+        existing = self.lake.scan(
+            SITE_WINDOW_STATS,
+            ["window_start", "site_id", "events", "pane"],
+            ds.field("window_date").isin(sorted({s.date() for s in starts}))
+            & ds.field("window_start").isin(pa.array(starts, SITE_WINDOW_STATS.schema.field(
+                "window_start").type)),
+        )  # fmt: skip
+        current = {
+            (r["window_start"], r["site_id"]): (r["events"], r["pane"])
+            for r in existing.to_pylist()
+        }
+        latest: dict[tuple[datetime, str], dict] = {}
+        for row in rows:  # a bundle may hold several panes of one window: keep the fullest
+            key = (row["window_start"], row["site_id"])
+            if key not in latest or row["events"] >= latest[key]["events"]:
+                latest[key] = row
+        return [
+            row
+            for key, row in latest.items()
+            if key not in current
+            or row["events"] > current[key][0]
+            or (row["events"] == current[key][0] and current[key][1] != "BATCH")
+        ]
+
+
+class CommitOffsetsFn(beam.DoFn):
+    """(partition, (first, next offset, open until)) -> the stream group's offsets committed
+    once every window those offsets fed is past its last pane (event-time timers), so a restart
+    re-reads exactly what the lake does not have in final form."""
+
+    PENDING = BagStateSpec("pending", PickleCoder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def setup(self) -> None:
+        self.consumer = stream_consumer(self.settings)
+
+    def teardown(self) -> None:
+        self.consumer.close()
+
+    def process(
+        self,
+        element: tuple[int, tuple[int, int, int]],
+        pending=beam.DoFn.StateParam(PENDING),
+        expiry=beam.DoFn.TimerParam(EXPIRY),
+    ):
+        pending.add(element[1])
+        expiry.set(Timestamp(micros=min(open_until for _, _, open_until in pending.read())))
+
+    @on_timer(EXPIRY)
+    def commit_expired(
+        self,
+        partition=beam.DoFn.KeyParam,
+        fired=beam.DoFn.TimestampParam,
+        pending=beam.DoFn.StateParam(PENDING),
+        expiry=beam.DoFn.TimerParam(EXPIRY),
+    ):
+        marks = sorted(pending.read())
+        still_open = [m for m in marks if m[2] > fired.micros]
+        upto = still_open[0][0] if still_open else marks[-1][1]
+        started = time.monotonic()
+        commit(self.consumer, self.settings.telemetry_topic, {partition: upto})
+        log.debug("partition %d committed up to %d (%.3fs)", partition, upto,
+                  time.monotonic() - started)  # fmt: skip
+        pending.clear()
+        for mark in still_open:
+            pending.add(mark)
+        if still_open:
+            expiry.set(Timestamp(micros=min(m[2] for m in still_open)))
