@@ -7,4 +7,5 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet --editable ".[dev]"
+bash scripts/install_prism.sh >/dev/null  # the Beam runner of the stream, built from Go modules
 echo "betlake installed in $(pwd)/.venv"

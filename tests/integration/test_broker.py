@@ -6,42 +6,22 @@ order and share one broker; the last one stops it.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from betlake import broker
-
-pytest.importorskip("confluent_kafka")
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-if shutil.which("java") is None:
-    pytest.skip("java is not installed", allow_module_level=True)
+from betlake import broker
+from tests.integration.conftest import free_port_pair
 
 pytestmark = pytest.mark.integration
 
 TOPIC = "betlake-it-roundtrip"
 N_MESSAGES = 100
-
-
-def _free_port_pair() -> int:
-    """Return a free 127.0.0.1 port whose successor (the controller port) is free too."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair found")
 
 
 def _answers(port: int) -> bool:
@@ -56,7 +36,7 @@ def _answers(port: int) -> bool:
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, int]]:
     """Run a broker on a free port with a tmp home: (bootstrap, home, pid)."""
     home = tmp_path_factory.mktemp("kafka-home")
-    bootstrap = f"127.0.0.1:{_free_port_pair()}"
+    bootstrap = f"127.0.0.1:{free_port_pair()}"
     pid = broker.start(bootstrap, home=home, timeout=180)
     try:
         yield bootstrap, home, pid

@@ -1,0 +1,168 @@
+"""The streaming job end to end on a real Kafka broker, the Prism runner and real Delta tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from betlake.config import Settings
+from betlake.contract import (
+    SITE_WINDOW_STATS,
+    TELEMETRY_RAW,
+    TELEMETRY_REJECTED,
+    RawBatch,
+    validate,
+)
+from betlake.generate import TelemetrySpec, generate_telemetry
+from betlake.kafka import ensure_topic, produce, read_latest, stats_message
+from betlake.lake import Lake
+from streaming.batch import reprocess
+from streaming.job import run_stream
+
+pytestmark = pytest.mark.integration
+PROJECT = Path(__file__).resolve().parents[2]
+START = datetime(2026, 11, 24, tzinfo=UTC)
+FIGURES = [f.name for f in SITE_WINDOW_STATS.schema if f.name not in ("pane", "computed_at")]
+
+
+@pytest.fixture
+def stream_settings(loaded_lake: Lake, settings: Settings, kafka_bootstrap: str, request):
+    """Test settings on the session broker, with topics of this test's own."""
+    name = request.node.name.replace("[", "-").replace("]", "")
+    env = {
+        "BETLAKE_LAKE": settings.lake,
+        "BETLAKE_REFERENCE": str(PROJECT / "data" / "reference"),
+        "BETLAKE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "BETLAKE_TELEMETRY_TOPIC": f"telemetry-{name}",
+        "BETLAKE_STATS_TOPIC": f"stats-{name}",
+    }
+    stream = Settings.from_env(env)
+    from betlake.reference import REFERENCE_TABLES, read_reference_csv
+
+    for spec in REFERENCE_TABLES:  # the sample reference, which the generator's players use
+        loaded_lake.overwrite(spec, read_reference_csv(spec, stream.reference, datetime.now(UTC)))
+    ensure_topic(stream, stream.telemetry_topic)
+    return stream
+
+
+def send(settings: Settings, spec: TelemetrySpec) -> list[str]:
+    """Produce generated telemetry; return its lines."""
+    messages = list(generate_telemetry(spec, settings.reference))
+    for _ in produce(settings, settings.telemetry_topic, messages):
+        pass
+    return [line for _, line in messages]
+
+
+def truth(lines: list[str]) -> tuple[set[str], Counter]:
+    """The valid event ids and the rejection reasons the contract gives these lines."""
+    checked = validate(
+        RawBatch(lines, "file", datetime.now(UTC), [str(i) for i in range(len(lines))]),
+        window_seconds=300,
+        max_clock_skew_seconds=300,
+    )
+    ids = set(checked.events.column("event_id").to_pylist())
+    return ids, Counter(checked.rejected.column("reason").to_pylist())
+
+
+def gold(lake: Lake) -> dict[tuple, dict]:
+    return {(r["window_start"], r["site_id"]): r for r in lake.scan(SITE_WINDOW_STATS).to_pylist()}
+
+
+def assert_converged(settings: Settings, lines: list[str]) -> None:
+    """Bronze has each valid event once, rejected every bad line with its reason, gold equals a
+    batch recomputation wherever no event came too late, and the topic's latest equals gold."""
+    lake = Lake(settings.lake)
+    ids, reasons = truth(lines)
+    bronze = lake.scan(TELEMETRY_RAW, ["event_id", "arrived_late", "window_start"])
+    stored = bronze.column("event_id").to_pylist()
+    assert len(stored) == len(set(stored)), "an event is stored twice"
+    assert set(stored) == ids
+    rejected = lake.scan(TELEMETRY_REJECTED, ["reason"]).column("reason").to_pylist()
+    assert Counter(rejected) == reasons
+
+    streamed = gold(lake)
+    assert streamed and {r["pane"] for r in streamed.values()} <= {"ON_TIME", "LATE"}
+    latest = read_latest(settings, settings.stats_topic)
+    for row in streamed.values():
+        key, value = stats_message(row)
+        assert latest[key] == json.loads(value)
+
+    late_windows = {
+        r["window_start"] for r in bronze.to_pylist() if r["arrived_late"]
+    }  # fmt: skip
+    reprocess(settings, START, START + timedelta(hours=2))
+    batch = gold(lake)
+    compared = 0
+    for key, row in batch.items():
+        if key[0] in late_windows:
+            assert streamed.get(key, {"events": 0})["events"] <= row["events"]
+            continue
+        assert {f: streamed[key][f] for f in FIGURES} == {f: row[f] for f in FIGURES}, key
+        compared += 1
+    assert compared > 0 and set(streamed) <= set(batch)
+
+
+def test_stream_end_to_end(stream_settings: Settings) -> None:
+    lines = send(
+        stream_settings,
+        TelemetrySpec(count=6000, start=START, span=timedelta(hours=1), seed=3,
+                      late_fraction=0.01, duplicate_fraction=0.05, malformed_fraction=0.02),
+    )  # fmt: skip
+
+    counters = run_stream(stream_settings, drain_when_idle=4)
+
+    assert counters["events_in"] >= 6000 and counters["rejected"] > 0
+    assert counters["panes"] > 0 and counters["published"] > 0
+    assert_converged(stream_settings, lines)
+
+
+def stream_process(settings: Settings) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "BETLAKE_LAKE": settings.lake,
+        "BETLAKE_REFERENCE": str(settings.reference),
+        "BETLAKE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "BETLAKE_TELEMETRY_TOPIC": settings.telemetry_topic,
+        "BETLAKE_STATS_TOPIC": settings.stats_topic,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "betlake.cli", "stream"], cwd=PROJECT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_restart_loses_nothing_and_doubles_nothing(stream_settings: Settings, stop) -> None:
+    first = send(
+        stream_settings,
+        TelemetrySpec(count=4000, start=START, span=timedelta(minutes=40), seed=4),
+    )
+    job = stream_process(stream_settings)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not gold(Lake(stream_settings.lake)):
+        time.sleep(1)
+    assert gold(Lake(stream_settings.lake)), "the stream published nothing"
+    stopped_at = time.monotonic()
+    job.send_signal(stop)
+    output, _ = job.communicate(timeout=60)
+    if stop == signal.SIGTERM:
+        assert time.monotonic() - stopped_at < 20, output
+        assert "stream stopped" in output, output
+
+    second = send(
+        stream_settings,
+        TelemetrySpec(count=4000, start=START + timedelta(minutes=40),
+                      span=timedelta(minutes=40), seed=5),
+    )  # fmt: skip
+    run_stream(stream_settings, drain_when_idle=4)
+
+    assert_converged(stream_settings, first + second)
