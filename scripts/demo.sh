@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The betlake demo on local defaults: a day of telemetry generated, reference data loaded,
-# the file ingested, the day's 288 windows recomputed in one Dagster run, figures printed.
+# The betlake demo on local defaults.
+#   1. batch: a day of telemetry generated, reference data loaded, the file ingested, the day's
+#      288 windows recomputed in one Dagster run, figures printed;
+#   2. stream: the local Kafka broker started, telemetry produced live (two hours of event time
+#      in about a minute), `betlake stream` publishing each window as the watermark passes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,9 +22,25 @@ betlake query "SELECT site_name, sum(events) AS events, sum(active_players) AS p
                GROUP BY ALL ORDER BY ggr_eur DESC LIMIT 10"
 betlake query "SELECT reason, count(*) AS rejected FROM telemetry_rejected GROUP BY ALL
                ORDER BY rejected DESC"
+
+echo; echo "== the stream: live telemetry through Kafka, a window published every few seconds =="
+betlake broker start
+live_start=$(date -u -d '-3 hours' +%Y-%m-%dT%H:%M)
+betlake generate --to kafka --count 120000 --rate 2000 --start "$live_start" --span 2h \
+  --seed "$(date +%s)" >/dev/null &
+producer=$!
+trap 'kill $producer 2>/dev/null || true' EXIT
+betlake stream --drain-when-idle 15
+betlake query "SELECT window_start, pane, count(*) AS sites, sum(events) AS events,
+                      sum(ggr_eur) AS ggr_eur
+               FROM site_window_stats WHERE pane <> 'BATCH'
+               GROUP BY ALL ORDER BY window_start DESC LIMIT 12"
+betlake broker stop
+
 cat <<TXT
 
-Open the Dagster UI:  DAGSTER_HOME=$DAGSTER_HOME .venv/bin/dagster dev -h 127.0.0.1 -p 3000
-then http://127.0.0.1:3000 (assets bet_sites, players, fx_rates, site_window_stats; the runs
-above are in its run list). Query the lake:  .venv/bin/betlake query "SELECT ... "
+Open the Dagster UI:  .venv/bin/betlake ui   then http://127.0.0.1:3000
+(assets bet_sites, players, fx_rates, site_window_stats; the runs above are in its run list).
+Query the lake:       .venv/bin/betlake query "SELECT ..."
+Run the stream:       .venv/bin/betlake broker start && .venv/bin/betlake stream
 TXT

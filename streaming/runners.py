@@ -1,7 +1,7 @@
 """Beam runner options: the same pipeline on the local runners, Flink or Dataflow.
 
 ``BETLAKE_RUNNER`` picks the platform: ``local`` (default; Prism for the stream, the in-process
-runner for batch), ``flink`` or ``dataflow``; ``BETLAKE_PIPELINE_ARGS`` adds any Beam options
+FnApiRunner for batch), ``flink`` or ``dataflow``; ``BETLAKE_PIPELINE_ARGS`` adds any Beam options
 (``--flink_master=host:8081``, ``--project=... --region=... --temp_location=gs://...``).
 """
 
@@ -47,7 +47,9 @@ def pipeline_options(streaming: bool, env: dict[str, str] | None = None) -> Pipe
             "--prism_log_level=warn",
         ]
     else:
-        args = ["--runner=DirectRunner", "--direct_num_workers=1"]
+        # Beam's in-process batch runner, named directly: the DirectRunner would first try a
+        # Prism it downloads (impossible here), and leave that failure in Prism's shared server.
+        args = ["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"]
     if streaming:
         args.append("--streaming")
     return PipelineOptions([*args, *extra])

@@ -229,7 +229,7 @@ class AccumulatePanesFn(beam.DoFn):
         running = total.read() or SiteWindow()
         running.merge(figures)
         total.write(running)
-        expiry.set(Timestamp(micros=end + self.keep_us))
+        expiry.set(Timestamp(micros=end + self.keep_us + 1000))  # after Beam drops
         yield site_id, start, end, running, timing
 
     @on_timer(EXPIRY)

@@ -5,6 +5,7 @@ A run over any partition range (one partition, a day, a backfill) reads that ran
 batch mode, and replaces exactly that window range in gold in one commit.
 """
 
+import warnings
 from datetime import timedelta
 
 import dagster as dg
@@ -26,6 +27,7 @@ def window_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
 
 
 PARTITIONS = window_partitions(Settings.from_env())
+warnings.filterwarnings("ignore", "Parameter `backfill_policy`", dg.BetaWarning)  # used as meant
 
 telemetry_raw = dg.AssetSpec(
     TELEMETRY_RAW.name,

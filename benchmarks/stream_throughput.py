@@ -1,0 +1,643 @@
+"""Benchmark: the streaming job's throughput and publish delay vs a naive per-event Beam job.
+
+In one invocation, on a temporary lake and a Kafka broker it starts on a free 127.0.0.1 port
+(and stops at the end), with the Prism runner warmed up first so no run pays its start:
+  * backlog: N events spanning --hours of event time are produced before any job starts, then
+    ``run_stream(settings, drain_when_idle=5)`` reads them: time until bronze holds every
+    valid event, and until the last figure is published (minus the 5 s idle wait of the drain);
+  * baseline: the same windowed aggregation written naively (one Beam element per event, a
+    dict per Kafka message, FixedWindows(300) with the same trigger, CombinePerKey of counts
+    and sums, panes published to a topic) over the same backlog, on the same runner;
+  * live: a producer process sends --rate events/s for --rate-seconds while the job runs, event
+    time running --speedup times the wall clock, and each window's first ON_TIME publish is
+    compared with the moment the producer sent the first event past its end + 30 s.
+Prints the machine, N, events/s of both and their ratio, the publish delay and peak memory.
+
+    .venv/bin/python benchmarks/stream_throughput.py [--events 1000000] [--hours 6]
+        [--rate 10000] [--rate-seconds 60] [--speedup 60] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.transforms import trigger, window
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.utils.timestamp import Duration, Timestamp
+from confluent_kafka import Consumer, TopicPartition
+from reprocess_day import machine
+
+from betlake import broker
+from betlake.config import Settings
+from betlake.contract import TELEMETRY_RAW, epoch_us
+from betlake.generate import TelemetrySpec, generate_telemetry
+from betlake.kafka import client_config, ensure_topic, partitions_of, producer
+from betlake.lake import Lake
+from betlake.reference import REFERENCE_TABLES, read_reference_csv
+from streaming.job import run_stream
+from streaming.runners import pipeline_options
+from streaming.windows import beam_lateness_seconds
+
+PROJECT = Path(__file__).resolve().parents[1]
+REFERENCE = PROJECT / "data" / "reference"
+DRAIN_IDLE = 5  # seconds: run_stream(drain_when_idle=...)
+
+
+# ------------------------------------------------------------------------- producing
+
+
+def event_time_us(line: str, latest_us: int) -> int | None:
+    """The event time of a message as the contract reads it; None if the job rejects it."""
+    try:
+        event = json.loads(line)
+        if str(event.get("event_id", "")).endswith("-bad"):  # the generator's malformed ones
+            return None
+        value = event["event_time"]
+        if isinstance(value, int) and not isinstance(value, bool):
+            us = value * 1000
+        else:
+            us = epoch_us(datetime.fromisoformat(value))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return us if us <= latest_us else None  # future events are rejected
+
+
+def produce_telemetry(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    start: datetime,
+    span_seconds: float,
+    seed: int,
+    rate: float | None,
+    window_seconds: int,
+    bound_seconds: int,
+) -> dict:
+    """Generate and send telemetry (at most ``rate`` messages/s); runs in its own process.
+
+    Returns the messages sent, the send interval, and per window start (epoch us) the wall time
+    the first message with an event time >= window end + ``bound_seconds`` was handed to the
+    producer: the earliest moment the job's watermark could pass that window's end.
+    """
+    out = producer(Settings(kafka_bootstrap=bootstrap))
+    spec = TelemetrySpec(count=count, start=start, span=timedelta(seconds=span_seconds), seed=seed)
+    window_us, bound_us = window_seconds * 1_000_000, bound_seconds * 1_000_000
+    next_window = epoch_us(start) // window_us * window_us
+    next_threshold = next_window + window_us + bound_us
+    latest_us = epoch_us(datetime.now(UTC)) + 300 * 1_000_000
+    first_sent: dict[int, float] = {}
+    sent, began, began_wall = 0, time.monotonic(), time.time()
+    for key, line in generate_telemetry(spec, REFERENCE):
+        while True:
+            try:
+                out.produce(topic, value=line.encode(), key=key.encode())
+                break
+            except BufferError:
+                out.poll(0.05)
+        us = event_time_us(line, latest_us)
+        if us is not None and us >= next_threshold:
+            now = time.time()
+            while us >= next_threshold:
+                first_sent[next_window] = now
+                next_window += window_us
+                next_threshold += window_us
+        sent += 1
+        if sent % 100 == 0:
+            out.poll(0)
+            if rate:
+                ahead = sent / rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+    if out.flush(120):
+        raise RuntimeError(f"{len(out)} messages were not delivered to {topic}")
+    return {"messages": sent, "began": began_wall, "ended": time.time(), "first_sent": first_sent}
+
+
+def read_topic(settings: Settings, topic: str, timeout: float = 60) -> list[tuple[dict, float]]:
+    """Every message of ``topic`` from the start: (JSON value, producer timestamp in s)."""
+    consumer = Consumer(client_config(
+        settings, **{"group.id": f"bench-reader-{time.time_ns()}", "enable.auto.commit": False,
+                     "auto.offset.reset": "earliest"}))  # fmt: skip
+    try:
+        ends = {}
+        for partition in partitions_of(settings, topic):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            if high > low:
+                ends[partition] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        messages: list[tuple[dict, float]] = []
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error():
+                    continue
+                messages.append((json.loads(message.value()), message.timestamp()[1] / 1000))
+                if message.offset() + 1 >= ends.get(message.partition(), 0):
+                    ends.pop(message.partition(), None)
+        if ends:
+            raise RuntimeError(f"timed out reading {topic} to its end")
+        return messages
+    finally:
+        consumer.close()
+
+
+def first_on_time(messages: list[tuple[dict, float]]) -> dict[int, float]:
+    """Per window start (epoch us), when its first ON_TIME figure was published."""
+    first: dict[int, float] = {}
+    for value, published in messages:
+        if value["pane"] == "ON_TIME":
+            start = epoch_us(datetime.fromisoformat(value["window_start"]))
+            first[start] = min(first.get(start, published), published)
+    return first
+
+
+# ------------------------------------------------------------------------- measuring
+
+
+class BronzeCounter(threading.Thread):
+    """Polls telemetry_raw's row count (Delta log statistics) until it reaches ``expected``."""
+
+    def __init__(self, lake: Lake, expected: int, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.lake, self.expected, self.interval = lake, expected, interval
+        self.stop = threading.Event()
+        self.first_rows: float | None = None
+        self.complete: float | None = None
+        self.rows = 0
+
+    def count(self) -> int:
+        table = self.lake.open(TELEMETRY_RAW.name)
+        if table is None:
+            return 0
+        actions = pa.table(table.get_add_actions(flatten=True))
+        return int(pc.sum(actions.column("num_records")).as_py() or 0) if len(actions) else 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.rows = self.count()
+            now = time.time()
+            if self.rows and self.first_rows is None:
+                self.first_rows = now
+            if self.rows >= self.expected:
+                self.complete = now
+                return
+            self.stop.wait(self.interval)
+
+
+def rss_mib(pid: int | str) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    line = next((x for x in status.splitlines() if x.startswith("VmRSS:")), "VmRSS: 0 kB")
+    return int(line.split()[1]) / 1024
+
+
+def prism_pids() -> list[int]:
+    """Our child processes running the Prism runner."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == me and Path(argv0.decode(errors="replace")).name.startswith("prism"):
+            found.append(int(entry.name))
+    return found
+
+
+class MemorySampler(threading.Thread):
+    """Peak RSS of this process (Beam's loopback worker runs in it) and of Prism, sampled."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.stop = threading.Event()
+        self.python = self.prism = self.total = 0.0
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            python = rss_mib("self")
+            prism = sum(rss_mib(pid) for pid in prism_pids())
+            self.python, self.prism = max(self.python, python), max(self.prism, prism)
+            self.total = max(self.total, python + prism)
+
+    def __enter__(self) -> MemorySampler:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.join()
+
+    def line(self) -> str:
+        return (f"python {self.python:,.0f} MiB + prism {self.prism:,.0f} MiB, "
+                f"together {self.total:,.0f} MiB")  # fmt: skip
+
+
+def percentile(values: list[float], share: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(share * len(ordered) + 0.5) - 1))]
+
+
+# ------------------------------------------------------------------------- naive baseline
+
+
+_WATERMARK = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())
+
+
+class _NoSplitTracker(OffsetRestrictionTracker):
+    """Checkpoints but never splits: one reader per partition, in offset order."""
+
+    def try_split(self, fraction_of_remainder: float):
+        return super().try_split(0) if fraction_of_remainder == 0 else None
+
+
+class NaiveReadFn(beam.DoFn, RestrictionProvider):
+    """Partition -> one element per Kafka message (its JSON as a dict, at its event time), for
+    the backlog's offsets; the watermark is the partition's max event time minus the bound."""
+
+    def __init__(self, settings: Settings, topic: str, ends: dict[int, int]) -> None:
+        self.settings, self.topic, self.ends = settings, topic, ends
+        self.bound_us = settings.max_out_of_orderness_seconds * 1_000_000
+
+    def initial_restriction(self, partition: int) -> OffsetRange:
+        return OffsetRange(0, self.ends[partition])
+
+    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
+        return _NoSplitTracker(restriction)
+
+    def split(self, partition: int, restriction: OffsetRange):
+        yield restriction
+
+    def restriction_size(self, partition: int, restriction: OffsetRange) -> int:
+        return 1
+
+    def setup(self) -> None:
+        self.consumers: dict[int, tuple[Consumer, int]] = {}
+        self.latest: dict[int, int] = {}
+        self.future_us = epoch_us(datetime.now(UTC)) + 300 * 1_000_000
+
+    def teardown(self) -> None:
+        for consumer, _ in self.consumers.values():
+            consumer.close()
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        partition: int,
+        tracker=beam.DoFn.RestrictionParam(),
+        estimator=_WATERMARK,
+    ):
+        start = tracker.current_restriction().start
+        consumer, position = self.consumers.get(partition, (None, -1))
+        if consumer is None:
+            consumer = Consumer(client_config(
+                self.settings, **{"group.id": f"bench-naive-{time.time_ns()}",
+                                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                  "fetch.wait.max.ms": 100}))  # fmt: skip
+        if position != start:
+            consumer.assign([TopicPartition(self.topic, partition, start)])
+        self.consumers[partition] = (consumer, start)
+        for message in consumer.consume(20_000, 0.2):
+            if message.error():
+                continue
+            if not tracker.try_claim(message.offset()):
+                return
+            self.consumers[partition] = (consumer, message.offset() + 1)
+            try:
+                event = json.loads(message.value())
+                value = event["event_time"]
+                us = value * 1000 if isinstance(value, int) else epoch_us(
+                    datetime.fromisoformat(value))  # fmt: skip
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if us > self.future_us or not isinstance(event.get("site_id"), str):
+                continue
+            self.latest[partition] = max(self.latest.get(partition, us), us)
+            yield window.TimestampedValue(event, Timestamp(micros=us))
+        if self.consumers[partition][1] >= self.ends[partition]:
+            return  # every offset of the backlog claimed: the partition is done
+        if partition in self.latest:
+            mark = Timestamp(micros=self.latest[partition] - self.bound_us)
+            if estimator.current_watermark() is None or mark > estimator.current_watermark():
+                estimator.set_watermark(mark)
+        tracker.defer_remainder(Duration(seconds=0))
+
+
+def one_event(event: dict) -> tuple[str, tuple[int, int, int, float, float]]:
+    """An event -> (site_id, (events, sessions, bets, stake, payout)) for one event."""
+    kind = event.get("event_type")
+
+    def amount() -> float:
+        try:
+            return float(event.get("amount") or 0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    return event["site_id"], (
+        1,
+        int(kind == "session_start"),
+        int(kind == "bet_placed"),
+        amount() if kind == "bet_placed" else 0.0,
+        amount() if kind == "bet_settled" else 0.0,
+    )
+
+
+class SumFiguresFn(beam.CombineFn):
+    """Counts and sums, field by field."""
+
+    def create_accumulator(self):
+        return (0, 0, 0, 0.0, 0.0)
+
+    def add_input(self, accumulator, element):
+        return tuple(a + b for a, b in zip(accumulator, element, strict=True))
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            merged = self.add_input(merged, accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class PublishNaiveFn(beam.DoFn):
+    """Fired panes -> JSON messages on a topic, a bundle at a time."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings, self.topic = settings, topic
+
+    def setup(self) -> None:
+        self.producer = producer(self.settings)
+
+    def process(self, element, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        site_id, (events, sessions, bets, stake, payout) = element
+        start = win.start.to_utc_datetime(has_tz=True).strftime("%Y-%m-%dT%H:%M:%SZ")
+        value = {"window_start": start, "site_id": site_id, "events": events,
+                 "sessions": sessions, "bets": bets, "stake": round(stake, 2),
+                 "payout": round(payout, 2), "pane": ("EARLY", "ON_TIME", "LATE", "UNKNOWN")[
+                     pane.timing]}  # fmt: skip
+        self.producer.produce(self.topic, key=f"{site_id}|{start}", value=json.dumps(value))
+
+    def finish_bundle(self) -> None:
+        self.producer.flush(30)
+
+
+def run_naive(settings: Settings, topic: str, stats_topic: str) -> None:
+    """The naive job over the current contents of ``topic``, until every window has fired."""
+    consumer = Consumer(client_config(settings, **{"group.id": "bench-offsets"}))
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+        for p in partitions_of(settings, topic)
+    }
+    consumer.close()
+    lateness = beam_lateness_seconds(settings.window_seconds, settings.allowed_lateness_seconds)
+    pipeline = beam.Pipeline(options=pipeline_options(streaming=True))
+    _ = (
+        pipeline
+        | "Partitions" >> beam.Create(sorted(ends))
+        | "ReadEvents" >> beam.ParDo(NaiveReadFn(settings, topic, ends))
+        | "OneEvent" >> beam.Map(one_event)
+        | "Windows"
+        >> beam.WindowInto(
+            window.FixedWindows(settings.window_seconds),
+            trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+            accumulation_mode=trigger.AccumulationMode.DISCARDING,
+            allowed_lateness=Duration(seconds=lateness),
+        )
+        | "SumPerSite" >> beam.CombinePerKey(SumFiguresFn())
+        | "Publish" >> beam.ParDo(PublishNaiveFn(settings, stats_topic))
+    )
+    pipeline.run().wait_until_finish()
+
+
+# ------------------------------------------------------------------------- phases
+
+
+def free_port_pair() -> int:
+    """A free 127.0.0.1 port whose successor (the controller port) is free too."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair found")
+
+
+def lake_settings(root: Path, bootstrap: str, prefix: str) -> Settings:
+    """Settings for a fresh lake under ``root`` with the sample reference loaded."""
+    settings = Settings.from_env({
+        "BETLAKE_LAKE": str(root), "BETLAKE_REFERENCE": str(REFERENCE),
+        "BETLAKE_KAFKA_BOOTSTRAP": bootstrap, "BETLAKE_TELEMETRY_TOPIC": f"{prefix}-telemetry",
+        "BETLAKE_STATS_TOPIC": f"{prefix}-stats",
+    })  # fmt: skip
+    lake = Lake(settings.lake)
+    for spec in REFERENCE_TABLES:
+        lake.overwrite(spec, read_reference_csv(spec, settings.reference, datetime.now(UTC)))
+    ensure_topic(settings, settings.telemetry_topic)
+    return settings
+
+
+def stream(settings: Settings) -> dict[str, int]:
+    """run_stream, with the signal handlers it installs put back afterwards."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return run_stream(settings, drain_when_idle=DRAIN_IDLE)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def warm_up_prism() -> float:
+    """Start the Prism runner (a singleton kept for every later run) with a trivial job."""
+    began = time.perf_counter()
+    pipeline = beam.Pipeline(options=pipeline_options(streaming=True))
+    _ = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: x + 1)
+    pipeline.run().wait_until_finish()
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--hours", type=float, default=6, help="event time the backlog spans")
+    parser.add_argument("--rate", type=float, default=10_000, help="live phase events/s")
+    parser.add_argument("--rate-seconds", type=float, default=60, help="live phase duration")
+    parser.add_argument("--speedup", type=float, default=60, help="live event time per second")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="betlake-stream-bench-"))
+    bootstrap = f"127.0.0.1:{free_port_pair()}"
+    spawn = multiprocessing.get_context("spawn")
+    print(f"machine: {machine()}")
+    broker_pid = broker.start(bootstrap, home=work / "kafka", timeout=180)
+    try:
+        print(f"Kafka broker {broker.KAFKA_VERSION} pid {broker_pid} on {bootstrap} "
+              f"(its JVM is not in the memory figures); Prism warm-up "
+              f"{warm_up_prism():.1f}s (one Prism process serves every run below)")  # fmt: skip
+        settings = lake_settings(work / "lake", bootstrap, "backlog")
+        window_s = settings.window_seconds
+        bound = settings.max_out_of_orderness_seconds
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        span = args.hours * 3600
+        start = now - timedelta(seconds=span + 3600)
+
+        # 1. the backlog
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            backlog = (bootstrap, settings.telemetry_topic, args.events, start, span, 11, None)
+            sent = pool.submit(produce_telemetry, *backlog, window_s, bound).result()
+        produced_s = sent["ended"] - sent["began"]
+        print(f"backlog: {args.events:,} events ({sent['messages']:,} messages with duplicates "
+              f"and malformed ones) over {args.hours:g} h of event time "
+              f"({int(span // window_s)} windows), produced in {produced_s:.1f}s "
+              f"({sent['messages'] / produced_s:,.0f} msg/s) before any job started")  # fmt: skip
+
+        # 2. betlake over the backlog
+        bronze = BronzeCounter(Lake(settings.lake), args.events)
+        with MemorySampler() as betlake_memory:
+            job_start = time.time()
+            bronze.start()
+            counters = stream(settings)
+            job_end = time.time()
+        bronze.stop.set()
+        bronze.join()
+        published = read_topic(settings, settings.stats_topic)
+        last_publish = max(ts for _, ts in published)
+        bronze_s = (bronze.complete or job_end) - job_start
+        e2e_s = last_publish - job_start - DRAIN_IDLE
+        betlake_rate = args.events / e2e_s
+        on_time = first_on_time(published)
+        queued = [on_time[w] - sent["first_sent"][w] for w in on_time if w in sent["first_sent"]]
+
+        # 4. the naive baseline over the same backlog
+        naive_topic = "naive-stats"
+        ensure_topic(settings, naive_topic)
+        with MemorySampler() as naive_memory:
+            naive_start = time.time()
+            run_naive(settings, settings.telemetry_topic, naive_topic)
+            naive_end = time.time()
+        naive_published = read_topic(settings, naive_topic)
+        naive_last = max(ts for _, ts in naive_published)
+        naive_s = naive_last - naive_start
+        naive_rate = args.events / naive_s
+        naive_events = sum(v["events"] for v, _ in naive_published)
+
+        # 3. live, rate-limited
+        live = lake_settings(work / "lake-live", bootstrap, "live")
+        live_span = args.rate_seconds * args.speedup
+        live_start = now - timedelta(seconds=live_span + 3600)
+        live_count = int(args.rate * args.rate_seconds)
+        live_bronze = BronzeCounter(Lake(live.lake), live_count)
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool, MemorySampler() as live_memory:
+            pool.submit(time.sleep, 0).result()  # the producer process is up and imported
+            live_sent = pool.submit(produce_telemetry, bootstrap, live.telemetry_topic,
+                                    live_count, live_start, live_span, 12, args.rate, window_s,
+                                    bound)  # fmt: skip
+            time.sleep(1)  # a first second of events is there when the job's readers start
+            live_job_start = time.time()
+            live_bronze.start()
+            live_counters = stream(live)
+            live_sent = live_sent.result()
+        live_bronze.stop.set()
+        live_bronze.join()
+        live_published = first_on_time(read_topic(live, live.stats_topic))
+        reading = live_bronze.first_rows or live_job_start
+        delays = [
+            live_published[w] - at
+            for w, at in live_sent["first_sent"].items()
+            if w in live_published and at >= reading
+        ]
+        skipped = sum(1 for at in live_sent["first_sent"].values() if at < reading)
+        live_rate = live_sent["messages"] / (live_sent["ended"] - live_sent["began"])
+        live_lag = (live_bronze.complete or time.time()) - live_sent["ended"]
+        self_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        children_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    finally:
+        broker.stop(home=work / "kafka")
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nN = {args.events:,} events, {len(on_time)} windows fired ON_TIME")
+    print(f"betlake stream   counters {counters}")
+    print(f"  Kafka -> bronze complete     {bronze_s:7.2f}s  {args.events / bronze_s:9,.0f} "
+          f"events/s  (bronze {bronze.rows:,} rows)")  # fmt: skip
+    print(
+        f"  Kafka -> bronze, gold, topic {e2e_s:7.2f}s  {betlake_rate:9,.0f} events/s"
+        f"  (last publish {last_publish - job_start:.2f}s after start, minus the {DRAIN_IDLE}s"
+        f" idle wait of the drain; run_stream returned after {job_end - job_start:.2f}s)"
+    )
+    print(
+        f"  first ON_TIME publish {min(on_time.values()) - job_start:.2f}s after job start; "
+        f"backlog 'delay' (publish - send of the event closing the window) median "
+        f"{statistics.median(queued):.1f}s: queueing in the backlog, not latency"
+    )
+    print(
+        f"naive per-event  {naive_s:7.2f}s  {naive_rate:9,.0f} events/s  (last publish; the job"
+        f" returned after {naive_end - naive_start:.2f}s; {naive_events:,} events counted in "
+        f"panes; no validation, dedup, bronze, gold, FX, distinct players)"
+    )
+    print(
+        f"ratio betlake/naive events/s: {betlake_rate / naive_rate:.2f}x end to end"
+        f" ({args.events / bronze_s / naive_rate:.2f}x to bronze complete)"
+    )
+    print(f"live: {live_sent['messages']:,} messages at {live_rate:,.0f} msg/s "
+          f"(asked {args.rate:,.0f}) for {args.rate_seconds:g}s, event time x{args.speedup:g} "
+          f"(a window every {window_s / args.speedup:.1f}s); counters {live_counters}; bronze "
+          f"complete {live_lag:.2f}s after the last send")  # fmt: skip
+    if delays:
+        print(f"  publish delay over {len(delays)} windows ({skipped} closed before the job read "
+              f"its first batch, left out): median {statistics.median(delays):.2f}s, "
+              f"p95 {percentile(delays, 0.95):.2f}s, max {max(delays):.2f}s")  # fmt: skip
+    else:
+        print("  publish delay: no window closed while the job was reading")
+    print(
+        "  delay = broker timestamp of the window's first ON_TIME stats message - wall time the"
+        " producer handed Kafka the first event >= window end + 30 s; it includes producer"
+        " linger (20 ms), the job's poll (<= 0.2 s), validation, the bronze Delta commit,"
+        " Prism's watermark and timer handling, the gold Delta merge and the publish flush;"
+        " the producer shares the 2 CPUs with the job"
+    )
+    print(
+        f"peak RSS sampled: betlake {betlake_memory.line()}; naive {naive_memory.line()}; "
+        f"live {live_memory.line()}"
+    )
+    print(
+        f"getrusage maxrss: self {self_max:,.0f} MiB (whole run: Beam's loopback worker "
+        f"runs here), children {children_max:,.0f} MiB (largest reaped child: a producer "
+        f"process; Prism and the broker are reaped later)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Pure tests of the stream's lateness rules: :class:`PartitionWatermark` (the per-partition
+watermark of CONTRACT.md "Late data"), :func:`arrived_too_late`, :func:`watermark_ceiling` and
+:func:`beam_lateness_seconds`, and how they fit Beam's own rule for dropping late data."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from streaming.kafka_source import PartitionWatermark
+from streaming.windows import arrived_too_late, beam_lateness_seconds, watermark_ceiling
+
+S = 1_000_000  # microseconds in a second
+WINDOW = 300
+LATENESS = 900
+BOUND = 30  # max_out_of_orderness_seconds
+IDLE = 30  # idle_timeout_seconds
+T0 = 1_795_564_800 * S  # 2026-11-25T00:00:00Z, a window start
+WALL = T0 + 3_600 * S  # the wall clock, an hour later
+
+
+def fresh() -> tuple[PartitionWatermark, float]:
+    """A partition watermark and a monotonic 'now' just after it was made (not idle)."""
+    clock = PartitionWatermark(BOUND, IDLE)
+    return clock, clock.last_message + 0.5
+
+
+# ---------------------------------------------------------------- PartitionWatermark
+
+
+def test_no_watermark_before_any_event() -> None:
+    clock, now = fresh()
+    assert clock.value(now, WALL) is None
+
+
+def test_a_poll_without_valid_events_leaves_it_unknown() -> None:
+    clock, now = fresh()
+    clock.observe(None, now, None)
+    assert clock.value(now + 1, WALL) is None
+
+
+def test_watermark_is_max_event_time_minus_the_bound() -> None:
+    clock, now = fresh()
+    clock.observe(T0 + 100 * S, now, None)
+    assert clock.value(now, WALL) == T0 + 70 * S
+    clock.observe(T0 + 250 * S, now + 1, None)
+    assert clock.value(now + 1, WALL) == T0 + 220 * S
+
+
+def test_older_events_never_move_it_back() -> None:
+    clock, now = fresh()
+    clock.observe(T0 + 250 * S, now, None)
+    clock.observe(T0 + 10 * S, now + 1, None)  # out of order
+    clock.observe(None, now + 2, None)  # only invalid messages
+    assert clock.value(now + 2, WALL) == T0 + 220 * S
+
+
+def test_idle_partition_follows_the_wall_clock() -> None:
+    clock, now = fresh()
+    clock.observe(T0 + 100 * S, now, None)
+    assert clock.idle_for(now + IDLE) == IDLE
+    assert clock.value(now + IDLE - 0.001, WALL) == T0 + 70 * S  # not idle yet
+    assert clock.value(now + IDLE, WALL) == WALL - BOUND * S  # idle: does not hold the job
+
+
+def test_idle_partition_without_events_follows_the_wall_clock() -> None:
+    clock = PartitionWatermark(BOUND, IDLE)
+    assert clock.value(clock.last_message + IDLE, WALL) == WALL - BOUND * S
+
+
+def test_idle_partition_never_falls_behind_its_own_events() -> None:
+    clock, now = fresh()
+    clock.observe(WALL + 5 * S, now, None)  # a producer clock slightly ahead
+    assert clock.value(now + IDLE, WALL) == WALL - 25 * S
+
+
+def test_a_message_ends_idleness() -> None:
+    clock, now = fresh()
+    clock.observe(T0 + 100 * S, now, None)
+    clock.observe(T0 + 200 * S, now + IDLE + 5, None)
+    assert clock.value(now + IDLE + 6, WALL) == T0 + 170 * S
+
+
+def test_ceiling_caps_the_watermark() -> None:
+    clock, now = fresh()
+    ceiling = T0 + 50 * S
+    clock.observe(T0 + 200 * S, now, ceiling)
+    assert clock.value(now, WALL) == ceiling  # 170 s capped at 50 s
+
+
+def test_ceiling_above_the_watermark_changes_nothing() -> None:
+    clock, now = fresh()
+    clock.observe(T0 + 200 * S, now, T0 + 10_000 * S)
+    assert clock.value(now, WALL) == T0 + 170 * S
+
+
+def test_ceiling_holds_only_until_the_next_poll() -> None:
+    clock, now = fresh()
+    clock.observe(T0 + 200 * S, now, T0 + 50 * S)
+    clock.observe(None, now + 1, None)  # the next poll sets no ceiling
+    assert clock.value(now + 1, WALL) == T0 + 170 * S
+
+
+# ---------------------------------------------------------------- arrived_too_late
+
+
+def starts(*seconds: int) -> np.ndarray:
+    return np.array([T0 + s * S for s in seconds], dtype=np.int64)
+
+
+def test_exactly_at_end_plus_lateness_is_late() -> None:
+    closes = T0 + (WINDOW + LATENESS) * S
+    assert arrived_too_late(starts(0), closes, WINDOW, LATENESS).tolist() == [True]
+    assert arrived_too_late(starts(0), closes - 1, WINDOW, LATENESS).tolist() == [False]
+    assert arrived_too_late(starts(0), closes + 1, WINDOW, LATENESS).tolist() == [True]
+
+
+def test_within_lateness_past_the_window_end_is_not_too_late() -> None:
+    end = T0 + WINDOW * S
+    assert arrived_too_late(starts(0), end, WINDOW, LATENESS).tolist() == [False]
+    assert arrived_too_late(starts(0), end + 600 * S, WINDOW, LATENESS).tolist() == [False]
+
+
+def test_each_event_is_judged_by_its_own_window() -> None:
+    watermark = T0 + (WINDOW + LATENESS) * S  # closes window 0, not window 300
+    late = arrived_too_late(starts(0, 300, 0, 600), watermark, WINDOW, LATENESS)
+    assert late.dtype == bool
+    assert late.tolist() == [True, False, True, False]
+
+
+def test_no_watermark_means_nothing_is_late() -> None:
+    late = arrived_too_late(starts(0, -(10**6)), None, WINDOW, LATENESS)
+    assert late.dtype == bool
+    assert late.tolist() == [False, False]
+
+
+def test_zero_lateness_closes_at_the_window_end() -> None:
+    end = T0 + WINDOW * S
+    assert arrived_too_late(starts(0), end, WINDOW, 0).tolist() == [True]
+    assert arrived_too_late(starts(0), end - 1, WINDOW, 0).tolist() == [False]
+
+
+def test_empty_batch() -> None:
+    assert arrived_too_late(starts(), T0, WINDOW, LATENESS).tolist() == []
+    assert arrived_too_late(starts(), None, WINDOW, LATENESS).tolist() == []
+
+
+# ---------------------------------------------------------------- ceiling and Beam lateness
+
+
+def test_beam_keeps_a_window_open_one_window_beyond_the_lateness() -> None:
+    assert beam_lateness_seconds(WINDOW, LATENESS) == 1_200
+    assert beam_lateness_seconds(WINDOW, 0) == WINDOW
+
+
+def test_ceiling_is_min_start_plus_window_plus_beam_lateness_less_a_microsecond() -> None:
+    ceiling = watermark_ceiling(starts(600, 0, 300), WINDOW, LATENESS)
+    assert ceiling == T0 + (300 + 1_200) * S - 1
+    assert type(ceiling) is int
+
+
+def test_ceiling_of_nothing_is_none() -> None:
+    assert watermark_ceiling(starts(), WINDOW, LATENESS) is None
+
+
+def beam_drops(window_start_us: int, watermark_us: int, beam_lateness: int) -> bool:
+    """Beam's rule, at its strictest: Java/Prism drop once maxTimestamp (end - 1 µs) plus the
+    allowed lateness is before the watermark; Python's DirectRunner only once end plus it is."""
+    end = window_start_us + WINDOW * S
+    return end - 1 + beam_lateness * S < watermark_us
+
+
+@pytest.mark.parametrize("lateness", [0, 1, LATENESS])
+def test_on_time_events_stay_open_in_beam_at_the_ceiling(lateness: int) -> None:
+    """Every event the lake counts as on time (arrived_too_late false at the watermark it
+    arrived with) is in a window Beam still accepts at the ceiling watermark; and the ceiling
+    never pulls the watermark back behind the one the events arrived with."""
+    beam_lateness = beam_lateness_seconds(WINDOW, lateness)
+    rng = np.random.default_rng(7)
+    # watermarks at and around window boundaries and closing times, plus random ones
+    edges = [T0 + k * WINDOW * S + d for k in range(-2, 12) for d in (-1, 0, 1)]
+    watermarks = [*edges, *(T0 + int(x) for x in rng.integers(-600 * S, 3_600 * S, 200))]
+    checked = 0
+    for watermark in watermarks:
+        for sample in itertools.chain(
+            [np.arange(-5, 10, dtype=np.int64)],
+            (rng.integers(-5, 10, size) for size in (1, 3, 8)),
+        ):
+            window_starts = T0 + sample * WINDOW * S
+            late = arrived_too_late(window_starts, watermark, WINDOW, lateness)
+            on_time = window_starts[~late]
+            ceiling = watermark_ceiling(on_time, WINDOW, lateness)
+            if ceiling is None:
+                assert not len(on_time)
+                continue
+            assert ceiling > watermark
+            for start in on_time.tolist():
+                assert not beam_drops(start, ceiling, beam_lateness), (start, watermark)
+                checked += 1
+    assert checked > 1_000
+
+
+def test_the_ceiling_is_the_last_microsecond_beam_keeps_the_oldest_window() -> None:
+    beam_lateness = beam_lateness_seconds(WINDOW, LATENESS)
+    ceiling = watermark_ceiling(starts(0, 300), WINDOW, LATENESS)
+    assert not beam_drops(T0, ceiling, beam_lateness)
+    assert beam_drops(T0, ceiling + 1, beam_lateness)
