@@ -164,8 +164,8 @@ def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> 
             try:
                 committed = consumer.committed([TopicPartition(topic, p) for p in partitions], 10)
                 break
-            except KafkaException as error:
-                if attempt == 29 or not error.args[0].retriable():
+            except KafkaException as error:  # e.g. NOT_COORDINATOR while it is being elected
+                if attempt == 29:
                     raise KafkaError(f"cannot read the committed offsets: {error}") from None
                 time.sleep(1)
         starts = {}

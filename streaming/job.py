@@ -61,19 +61,36 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
     partitions = partitions_of(settings, settings.telemetry_topic)
     pipeline = beam.Pipeline(options=pipeline_options(streaming=True))
     build_stream(pipeline, settings, partitions, drain_when_idle=drain_when_idle)
-    stop = threading.Event()
+    stop, asked = threading.Event(), threading.Event()
+
+    def ask_to_stop(*_: object) -> None:
+        asked.set()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, ask_to_stop)
     log.info("reading %s (%d partitions) from %s", settings.telemetry_topic, len(partitions),
              settings.kafka_bootstrap)  # fmt: skip
     result = pipeline.run()
-    finished = threading.Thread(target=lambda: (result.wait_until_finish(), stop.set()))
+    failure: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            result.wait_until_finish()
+        except BaseException as error:  # handed to the main thread
+            failure.append(error)
+        finally:
+            stop.set()
+
+    finished = threading.Thread(target=wait, daemon=True)
     finished.start()
     stop.wait()
     if not PipelineState.is_terminal(result.state):
         log.info("stopping: committed offsets stand; open windows are re-read at the next start")
         result.cancel()
     finished.join(timeout=30)
+    if failure and not asked.is_set():  # a cancelled job reports itself as failed
+        raise failure[0]
     counters = {
         c.key.metric.name: c.committed
         for c in result.metrics().query(beam.metrics.MetricsFilter().with_namespace("betlake"))[
