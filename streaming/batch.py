@@ -20,7 +20,7 @@ from betlake.contract import (
 )
 from betlake.lake import Lake
 from betlake.reference import Reference
-from streaming.runners import pipeline_options
+from streaming.runners import counters, pipeline_options
 from streaming.sinks import ReplaceGoldRangeFn
 from streaming.windows import SiteWindowStats
 
@@ -95,17 +95,11 @@ def reprocess(settings: Settings, start: datetime, end: datetime) -> ReprocessRe
             | "AllRows" >> beam.combiners.ToList()
             | "ReplaceGold" >> beam.ParDo(ReplaceGoldRangeFn(settings.lake, start, end))
         )
-    result = pipeline.result
-    counters = {
-        c.key.metric.name: c.committed
-        for c in result.metrics().query(beam.metrics.MetricsFilter().with_namespace("betlake"))[
-            "counters"
-        ]
-    }
+    totals = counters(pipeline.result)
     return ReprocessReport(
         start=start,
         end=end,
-        events=int(counters.get("events", 0)),
-        gold_rows=int(counters.get("gold_rows", 0)),
+        events=totals.get("events", 0),
+        gold_rows=totals.get("gold_rows", 0),
         seconds=time.perf_counter() - began,
     )

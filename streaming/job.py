@@ -15,12 +15,20 @@ from betlake.kafka import ensure_topic, partitions_of
 from betlake.lake import Lake
 from betlake.reference import Reference
 from streaming.kafka_source import ReadTelemetry
-from streaming.runners import pipeline_options
+from streaming.runners import counters, pipeline_options
 from streaming.sinks import CommitOffsetsFn, PublishPanesFn, StoreTelemetryFn
 from streaming.windows import SiteWindowStats, beam_lateness_seconds
 
 log = logging.getLogger("betlake.stream")
-COUNTERS = ("events_in", "rejected", "too_late", "panes", "published")
+COUNTERS = (
+    "messages_in",
+    "events_in",
+    "rejected",
+    "too_late",
+    "on_time_panes",
+    "late_panes",
+    "published",
+)
 
 
 def build_stream(
@@ -91,10 +99,5 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
     finished.join(timeout=30)
     if failure and not asked.is_set():  # a cancelled job reports itself as failed
         raise failure[0]
-    counters = {
-        c.key.metric.name: c.committed
-        for c in result.metrics().query(beam.metrics.MetricsFilter().with_namespace("betlake"))[
-            "counters"
-        ]
-    }
-    return {name: int(counters.get(name) or 0) for name in COUNTERS}
+    totals = counters(result)
+    return {name: totals.get(name, 0) for name in COUNTERS}

@@ -12,7 +12,9 @@ import shlex
 from pathlib import Path
 
 from apache_beam import __version__ as BEAM_VERSION
+from apache_beam.metrics import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
 
 from betlake.config import ConfigError
 
@@ -53,3 +55,9 @@ def pipeline_options(streaming: bool, env: dict[str, str] | None = None) -> Pipe
     if streaming:
         args.append("--streaming")
     return PipelineOptions([*args, *extra])
+
+
+def counters(result: PipelineResult) -> dict[str, int]:
+    """The betlake counters of a finished (or cancelled) pipeline run."""
+    query = result.metrics().query(MetricsFilter().with_namespace("betlake"))
+    return {c.key.metric.name: int(c.committed or 0) for c in query["counters"]}

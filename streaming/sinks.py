@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 import apache_beam as beam
@@ -29,6 +29,25 @@ log = logging.getLogger("betlake.stream")
 # A streaming pane replaces a gold row only if it counts more events, or as many as a row that
 # an earlier pane (not reprocessing) wrote: results only move toward the truth.
 NEWER_PANE = "s.events > t.events OR (s.events = t.events AND t.pane <> 'BATCH')"
+
+
+class Tally:
+    """A DoFn's Beam counters, also logged (at most every ``every`` s) while the job runs."""
+
+    def __init__(self, what: str, every: float = 30.0) -> None:
+        self.what, self.every = what, every
+        self.totals: Counter[str] = Counter()
+        self.logged = time.monotonic()
+
+    def add(self, **counts: int) -> None:
+        for name, count in counts.items():
+            if count:
+                beam.metrics.Metrics.counter("betlake", name).inc(count)
+                self.totals[name] += count
+        if time.monotonic() - self.logged >= self.every:
+            self.logged = time.monotonic()
+            so_far = ", ".join(f"{name} {n}" for name, n in sorted(self.totals.items()))
+            log.info("%s so far: %s", self.what, so_far)
 
 
 class ReplaceGoldRangeFn(beam.DoFn):
@@ -81,6 +100,7 @@ class StoreTelemetryFn(beam.DoFn):
 
     def setup(self) -> None:
         self.lake = Lake(self.settings.lake)
+        self.tally = Tally("telemetry")
         self.counted: dict[int, _SeenIds] = {}  # in this run's figures, per partition
         self.stored: dict[int, _SeenIds] = {}  # in bronze, per partition
 
@@ -127,10 +147,12 @@ class StoreTelemetryFn(beam.DoFn):
         if read.watermark_us is not None:
             for seen in (stored, counted):
                 seen.forget_before(read.watermark_us - self.window_us - self.lateness_us)
-        metrics = beam.metrics.Metrics
-        metrics.counter("betlake", "events_in").inc(len(ids))
-        metrics.counter("betlake", "rejected").inc(read.validated.rejected.num_rows)
-        metrics.counter("betlake", "too_late").inc(sum(late))
+        self.tally.add(
+            messages_in=read.next_offset - read.first_offset,
+            events_in=len(ids),
+            rejected=read.validated.rejected.num_rows,
+            too_late=sum(late),
+        )
         figures = events.filter(pa.array(take))
         if figures.num_rows:
             yield figures
@@ -161,6 +183,7 @@ class PublishPanesFn(beam.DoFn):
     def setup(self) -> None:
         self.lake = Lake(self.settings.lake)
         self.producer = producer(self.settings)
+        self.tally = Tally("figures")
 
     def start_bundle(self) -> None:
         self.rows: list[dict] = []
@@ -171,27 +194,25 @@ class PublishPanesFn(beam.DoFn):
     def finish_bundle(self) -> None:
         if not self.rows:
             return
-        rows = self._newer_than_lake(self.rows)
+        latest: dict[tuple[datetime, str], dict] = {}
+        for row in self.rows:  # a bundle may hold several panes of one window: keep the fullest
+            key = (row["window_start"], row["site_id"])
+            if key not in latest or row["events"] >= latest[key]["events"]:
+                latest[key] = row
+        rows = self._newer_than_lake(latest)
         if rows:
             table = pa.Table.from_pylist(rows, schema=SITE_WINDOW_STATS.schema)
             self.lake.upsert(SITE_WINDOW_STATS, table, update_when=NEWER_PANE)
             publish(self.producer, self.settings.stats_topic, rows)
-        now = datetime.now(UTC)
-        windows: dict[tuple[datetime, str], list[dict]] = defaultdict(list)
-        for row in self.rows:
-            windows[row["window_start"], row["pane"]].append(row)
-        for (start, pane), fired in sorted(windows.items()):
-            log.info(
-                "window %s %s: %d sites, %d events, published %.2fs after firing",
-                f"{start:%Y-%m-%d %H:%M}", pane, len(fired), sum(r["events"] for r in fired),
-                (now - min(r["computed_at"] for r in fired)).total_seconds(),
-            )  # fmt: skip
-        beam.metrics.Metrics.counter("betlake", "panes").inc(len(self.rows))
-        beam.metrics.Metrics.counter("betlake", "published").inc(len(rows))
+        self._log_windows(list(latest.values()))
+        panes = Counter(row["pane"] for row in self.rows)
+        self.tally.add(
+            on_time_panes=panes["ON_TIME"], late_panes=panes["LATE"], published=len(rows)
+        )
 
-    def _newer_than_lake(self, rows: list[dict]) -> list[dict]:
+    def _newer_than_lake(self, latest: dict[tuple[datetime, str], dict]) -> list[dict]:
         """The rows the no-stale-overwrite rule lets through against gold as it is now."""
-        starts = sorted({row["window_start"] for row in rows})
+        starts = sorted({start for start, _ in latest})
         existing = self.lake.scan(
             SITE_WINDOW_STATS,
             ["window_start", "site_id", "events", "pane"],
@@ -203,11 +224,6 @@ class PublishPanesFn(beam.DoFn):
             (r["window_start"], r["site_id"]): (r["events"], r["pane"])
             for r in existing.to_pylist()
         }
-        latest: dict[tuple[datetime, str], dict] = {}
-        for row in rows:  # a bundle may hold several panes of one window: keep the fullest
-            key = (row["window_start"], row["site_id"])
-            if key not in latest or row["events"] >= latest[key]["events"]:
-                latest[key] = row
         return [
             row
             for key, row in latest.items()
@@ -215,6 +231,21 @@ class PublishPanesFn(beam.DoFn):
             or row["events"] > current[key][0]
             or (row["events"] == current[key][0] and current[key][1] != "BATCH")
         ]
+
+    @staticmethod
+    def _log_windows(rows: list[dict]) -> None:
+        """One line per fired window: sites, events, pane, and how long after it fired (for an
+        ON_TIME pane: after the watermark passed the window's end) it was published."""
+        now = datetime.now(UTC)
+        windows: dict[tuple[datetime, str], list[dict]] = defaultdict(list)
+        for row in rows:
+            windows[row["window_start"], row["pane"]].append(row)
+        for (start, pane), fired in sorted(windows.items()):
+            log.info(
+                "window %s %-7s %3d sites %7d events, published %.2fs after it fired",
+                f"{start:%Y-%m-%d %H:%M}", pane, len(fired), sum(r["events"] for r in fired),
+                (now - min(r["computed_at"] for r in fired)).total_seconds(),
+            )  # fmt: skip
 
 
 class CommitOffsetsFn(beam.DoFn):
