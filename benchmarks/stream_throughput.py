@@ -50,7 +50,14 @@ from betlake import broker
 from betlake.config import Settings
 from betlake.contract import TELEMETRY_RAW, epoch_us
 from betlake.generate import TelemetrySpec, generate_telemetry
-from betlake.kafka import client_config, ensure_topic, partitions_of, producer
+from betlake.kafka import (
+    KafkaError,
+    client_config,
+    committed_offsets,
+    ensure_topic,
+    partitions_of,
+    producer,
+)
 from betlake.lake import Lake
 from betlake.reference import REFERENCE_TABLES, read_reference_csv
 from streaming.job import run_stream
@@ -297,7 +304,7 @@ class NaiveReadFn(beam.DoFn, RestrictionProvider):
         return 1
 
     def setup(self) -> None:
-        self.consumers: dict[int, tuple[Consumer, int]] = {}
+        self.consumers: dict[int, tuple[object, int]] = {}
         self.latest: dict[int, int] = {}
         self.future_us = epoch_us(datetime.now(UTC)) + 300 * 1_000_000
 
@@ -312,6 +319,9 @@ class NaiveReadFn(beam.DoFn, RestrictionProvider):
         tracker=beam.DoFn.RestrictionParam(),
         estimator=_WATERMARK,
     ):
+        # imported here: cloudpickle would try to pickle the Kafka classes with this DoFn
+        from confluent_kafka import Consumer, TopicPartition
+
         start = tracker.current_restriction().start
         consumer, position = self.consumers.get(partition, (None, -1))
         if consumer is None:
@@ -468,6 +478,21 @@ def lake_settings(root: Path, bootstrap: str, prefix: str) -> Settings:
     return settings
 
 
+def wait_for_group_coordinator(settings: Settings, timeout: float = 90) -> float:
+    """Wait until the stream group's offsets can be read: on a new broker the group coordinator
+    may answer NOT_COORDINATOR for a while, which ``committed_offsets`` does not retry."""
+    began = time.monotonic()
+    partitions = partitions_of(settings, settings.telemetry_topic)
+    while True:
+        try:
+            committed_offsets(settings, settings.telemetry_topic, partitions)
+            return time.monotonic() - began
+        except KafkaError:
+            if time.monotonic() - began > timeout:
+                raise
+            time.sleep(1)
+
+
 def stream(settings: Settings) -> dict[str, int]:
     """run_stream, with the signal handlers it installs put back afterwards."""
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -507,6 +532,9 @@ def main() -> None:
               f"(its JVM is not in the memory figures); Prism warm-up "
               f"{warm_up_prism():.1f}s (one Prism process serves every run below)")  # fmt: skip
         settings = lake_settings(work / "lake", bootstrap, "backlog")
+        waited = wait_for_group_coordinator(settings)
+        if waited > 1:
+            print(f"(waited {waited:.0f}s for the new broker's group coordinator)")
         window_s = settings.window_seconds
         bound = settings.max_out_of_orderness_seconds
         now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

@@ -144,15 +144,26 @@ class Lake:
             )
 
     def insert_new(self, spec: TableSpec, data: pa.Table) -> int:
-        """Insert the rows whose key is not in the table yet (first of each key in ``data``).
+        """Append the rows whose key is not in the table yet (the first of each key in ``data``).
 
-        Returns how many rows were inserted: writing the same rows twice inserts nothing.
+        Returns how many rows were added: writing the same rows twice adds nothing. The keys
+        are looked up (pruned by partition) and the rest appended: appends never conflict, so
+        a busy concurrent writer cannot starve this one. Two writers must not add the same key
+        at the same moment (the stream reads each key's partition with one reader).
         """
         data = first_per_key(data, spec.key)
         if not data.num_rows:
             return 0
-        metrics = self._merge(spec, data, lambda m: m.when_not_matched_insert_all())
-        return int(metrics["num_target_rows_inserted"])
+        where = None  # prune by partition; keys are matched in memory (see scan)
+        for column in spec.partition_by:
+            clause = ds.field(column).isin(pc.unique(data.column(column)))
+            where = clause if where is None else where & clause
+        stored = self.scan(spec, list(spec.key), where)
+        if stored.num_rows:
+            seen = pc.is_in(_key_strings(data, spec.key), value_set=_key_strings(stored, spec.key))
+            data = data.filter(pc.invert(seen))
+        self.append(spec, data)
+        return data.num_rows
 
     def scan(
         self,
@@ -160,7 +171,11 @@ class Lake:
         columns: Iterable[str] | None = None,
         where: ds.Expression | None = None,
     ) -> pa.Table:
-        """Read the rows matching ``where`` (partition and statistics pruning apply)."""
+        """Read the rows matching ``where`` (partition and statistics pruning apply).
+
+        Keep string columns out of ``where`` and filter them after reading: delta-rs writes
+        them as string views, which pyarrow 25 cannot compare with the statistics.
+        """
         table = self.open(spec.name)
         if table is None:
             return spec.schema.empty_table().select(list(columns or spec.schema.names))
@@ -190,6 +205,13 @@ class Lake:
             "files_removed": int(compacted["numFilesRemoved"]),
             "files_vacuumed": len(vacuumed),
         }
+
+
+def _key_strings(data: pa.Table, key: tuple[str, ...]) -> pa.Array:
+    """One string per row identifying its key (the key column itself for a one-column key)."""
+    columns = [pc.cast(data.column(k), pa.string()) for k in key]
+    joined = columns[0] if len(columns) == 1 else pc.binary_join_element_wise(*columns, "\x1f")
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
 def first_per_key(data: pa.Table, key: Iterable[str]) -> pa.Table:

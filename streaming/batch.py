@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import apache_beam as beam
 import pyarrow as pa
@@ -93,7 +93,8 @@ def reprocess(settings: Settings, start: datetime, end: datetime) -> ReprocessRe
             >> SiteWindowStats(settings.lake, settings.window_seconds, pane_label="BATCH")
             | "OneRange" >> beam.WindowInto(beam.window.GlobalWindows())
             | "AllRows" >> beam.combiners.ToList()
-            | "ReplaceGold" >> beam.ParDo(ReplaceGoldRangeFn(settings.lake, start, end))
+            | "ReplaceGold"
+            >> beam.ParDo(ReplaceGoldRangeFn(settings.lake, start, end, datetime.now(UTC)))
         )
     totals = counters(pipeline.result)
     return ReprocessReport(

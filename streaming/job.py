@@ -57,7 +57,8 @@ def build_stream(
     _ = (
         (stored[StoreTelemetryFn.PROGRESS], published)
         | "StoredAndPublished" >> beam.Flatten()
-        | "CommitOffsets" >> beam.ParDo(CommitOffsetsFn(settings))
+        | "CommitOffsets"
+        >> beam.ParDo(CommitOffsetsFn(settings)).with_input_types(tuple[int, tuple[int, int, int]])
     )
 
 

@@ -51,13 +51,16 @@ class Tally:
 
 
 class ReplaceGoldRangeFn(beam.DoFn):
-    """All rows of a range -> one commit replacing exactly that range of ``site_window_stats``."""
+    """All rows of a range -> one commit replacing exactly that range of ``site_window_stats``,
+    stamped ``computed_at`` = when the run began reading (so no later arrival looks included)."""
 
-    def __init__(self, lake_root: str, start: datetime, end: datetime) -> None:
-        self.lake_root, self.start, self.end = lake_root, start, end
+    def __init__(self, lake_root: str, start: datetime, end: datetime, began: datetime) -> None:
+        self.lake_root, self.start, self.end, self.began = lake_root, start, end, began
 
     def process(self, rows: list[dict]):
-        table = pa.Table.from_pylist(rows, schema=SITE_WINDOW_STATS.schema)
+        table = pa.Table.from_pylist(
+            [row | {"computed_at": self.began} for row in rows], schema=SITE_WINDOW_STATS.schema
+        )
         Lake(self.lake_root).replace_windows(SITE_WINDOW_STATS, table, self.start, self.end)
         beam.metrics.Metrics.counter("betlake", "gold_rows").inc(table.num_rows)
         yield table.num_rows
@@ -111,8 +114,7 @@ class StoreTelemetryFn(beam.DoFn):
             again = self.lake.scan(
                 TELEMETRY_RAW,
                 ["event_id", "window_start"],
-                (ds.field("source") == "kafka")
-                & (ds.field("kafka_partition") == read.partition)
+                (ds.field("kafka_partition") == read.partition)
                 & (ds.field("kafka_offset") >= read.first_offset),
             )
             starts = pc.cast(again.column("window_start"), pa.int64()).to_pylist()

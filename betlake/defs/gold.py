@@ -27,6 +27,7 @@ def window_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
 
 
 PARTITIONS = window_partitions(Settings.from_env())
+WINDOW = timedelta(seconds=Settings.from_env().window_seconds)
 warnings.filterwarnings("ignore", "Parameter `backfill_policy`", dg.BetaWarning)  # used as meant
 
 telemetry_raw = dg.AssetSpec(
