@@ -172,13 +172,13 @@ def _load(client: bigquery.Client, staging: str, rows: pa.Table) -> None:
     """Load ``rows`` as one Parquet file into the (new, empty) staging table."""
     buffer = io.BytesIO()
     pq.write_table(rows, buffer)
-    size = buffer.tell()
     buffer.seek(0)
     config = bigquery.LoadJobConfig(
         source_format=bigquery.SourceFormat.PARQUET,
         write_disposition=bigquery.WriteDisposition.WRITE_APPEND,  # keeps its expiry
     )
-    client.load_table_from_file(buffer, staging, size=size, job_config=config).result()
+    # No ``size``: the client then uploads resumably; the emulator rejects its multipart upload.
+    client.load_table_from_file(buffer, staging, job_config=config).result()
 
 
 def range_rows(

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
-import pytest
 
 from betlake.config import Settings
 from betlake.contract import BET_SITES, SITE_WINDOW_STATS
@@ -26,22 +25,6 @@ from tests.conftest import write_reference_csv
 from tests.integration.test_site_window_stats import EXPECTED, SCENARIO, A, B, gold_rows
 
 PROJECT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def instance(tmp_path: Path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        yield instance
-
-
-@pytest.fixture
-def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The test settings exported, as the Dagster resource reads them from the environment."""
-    monkeypatch.setenv("BETLAKE_LAKE", settings.lake)
-    monkeypatch.setenv("BETLAKE_REFERENCE", str(settings.reference))
-    return settings
 
 
 def load_reference(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
