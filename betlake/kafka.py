@@ -4,6 +4,7 @@ reading a topic back, committing offsets. Every client is confluent-kafka (librd
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -120,6 +121,44 @@ def publish(out: Producer, topic: str, rows: Iterable[dict]) -> int:
     return count
 
 
+def reachable(settings: Settings, timeout: float = 1) -> bool:
+    """Whether a bootstrap server accepts connections (a refused port answers at once)."""
+    for server in settings.kafka_bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
+
+
+_NOT_FIGURES = ("pane", "computed_at", "window_date")
+
+
+def publish_corrections(settings: Settings, before: list[dict], after: list[dict]) -> int:
+    """Publish the rows of ``after`` whose figures differ from ``before`` (what the topic last
+    got for those keys), and a tombstone for each key that disappeared; returns how many."""
+
+    def keyed(rows: list[dict]) -> dict[str, dict]:
+        return {stats_message(row)[0]: row for row in rows}
+
+    def figures(row: dict) -> dict:
+        return {k: v for k, v in row.items() if k not in _NOT_FIGURES}
+
+    old, new = keyed(before), keyed(after)
+    changed = [row for key, row in new.items() if key not in old or
+               figures(old[key]) != figures(row)]  # fmt: skip
+    gone = [key for key in old if key not in new]
+    if not changed and not gone:
+        return 0
+    ensure_topic(settings, settings.stats_topic, compacted=True)
+    out = producer(settings)
+    for key in gone:
+        out.produce(settings.stats_topic, key=key.encode(), value=None)
+    return publish(out, settings.stats_topic, changed) + len(gone)
+
+
 def read_latest(settings: Settings, topic: str, timeout: float = 30) -> dict[str, dict]:
     """Read ``topic`` from the start to its current end: the latest JSON value per key."""
     consumer = Consumer(client_config(
@@ -138,7 +177,11 @@ def read_latest(settings: Settings, topic: str, timeout: float = 30) -> dict[str
             for message in consumer.consume(1000, 0.5):
                 if message.error():
                     continue
-                latest[message.key().decode()] = json.loads(message.value())
+                key = message.key().decode()
+                if message.value() is None:  # a tombstone: the row is gone
+                    latest.pop(key, None)
+                else:
+                    latest[key] = json.loads(message.value())
                 if message.offset() + 1 >= ends.get(message.partition(), 0):
                     ends.pop(message.partition(), None)
         if ends:

@@ -20,7 +20,7 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from betlake.contract import TABLES, TableSpec, to_utc
+from betlake.contract import TABLES, TIMESTAMP, TableSpec, to_utc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +37,18 @@ def window_range_predicate(start: datetime, end: datetime) -> str:
     return (
         f"window_date >= '{to_utc(start).date()}' AND window_date <= '{last_day}' "
         f"AND window_start >= '{_iso(start)}' AND window_start < '{_iso(end)}'"
+    )
+
+
+def window_range_filter(start: datetime, end: datetime) -> ds.Expression:
+    """Dataset filter for windows in [start, end), pruned by the window_date partition."""
+    start, end = to_utc(start), to_utc(end)
+    last_day = (end - timedelta(microseconds=1)).date()
+    return (
+        (ds.field("window_date") >= pa.scalar(start.date(), pa.date32()))
+        & (ds.field("window_date") <= pa.scalar(last_day, pa.date32()))
+        & (ds.field("window_start") >= pa.scalar(start, TIMESTAMP))
+        & (ds.field("window_start") < pa.scalar(end, TIMESTAMP))
     )
 
 

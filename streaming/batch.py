@@ -94,7 +94,7 @@ def reprocess(settings: Settings, start: datetime, end: datetime) -> ReprocessRe
             | "OneRange" >> beam.WindowInto(beam.window.GlobalWindows())
             | "AllRows" >> beam.combiners.ToList()
             | "ReplaceGold"
-            >> beam.ParDo(ReplaceGoldRangeFn(settings.lake, start, end, datetime.now(UTC)))
+            >> beam.ParDo(ReplaceGoldRangeFn(settings, start, end, datetime.now(UTC)))
         )
     totals = counters(pipeline.result)
     return ReprocessReport(

@@ -20,8 +20,15 @@ from apache_beam.utils.timestamp import Timestamp
 
 from betlake.config import Settings
 from betlake.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
-from betlake.kafka import commit, producer, publish, stream_consumer
-from betlake.lake import Lake, first_per_key
+from betlake.kafka import (
+    commit,
+    producer,
+    publish,
+    publish_corrections,
+    reachable,
+    stream_consumer,
+)
+from betlake.lake import Lake, first_per_key, window_range_filter
 from streaming.kafka_source import PartitionRead
 
 log = logging.getLogger("betlake.stream")
@@ -52,17 +59,28 @@ class Tally:
 
 class ReplaceGoldRangeFn(beam.DoFn):
     """All rows of a range -> one commit replacing exactly that range of ``site_window_stats``,
-    stamped ``computed_at`` = when the run began reading (so no later arrival looks included)."""
+    stamped ``computed_at`` = when the run began reading (so no later arrival looks included);
+    then the rows that changed are published to the stats topic (pane BATCH), when Kafka
+    answers, so real-time consumers converge to the lake."""
 
-    def __init__(self, lake_root: str, start: datetime, end: datetime, began: datetime) -> None:
-        self.lake_root, self.start, self.end, self.began = lake_root, start, end, began
+    def __init__(self, settings: Settings, start: datetime, end: datetime, began: datetime) -> None:
+        self.settings, self.start, self.end, self.began = settings, start, end, began
 
     def process(self, rows: list[dict]):
+        lake = Lake(self.settings.lake)
         table = pa.Table.from_pylist(
             [row | {"computed_at": self.began} for row in rows], schema=SITE_WINDOW_STATS.schema
         )
-        Lake(self.lake_root).replace_windows(SITE_WINDOW_STATS, table, self.start, self.end)
-        beam.metrics.Metrics.counter("betlake", "gold_rows").inc(table.num_rows)
+        before = lake.scan(SITE_WINDOW_STATS, where=window_range_filter(self.start, self.end))
+        lake.replace_windows(SITE_WINDOW_STATS, table, self.start, self.end)
+        tally = Tally("reprocess")
+        if reachable(self.settings):
+            corrected = publish_corrections(self.settings, before.to_pylist(), table.to_pylist())
+            tally.add(corrections_published=corrected)
+        else:
+            log.warning("Kafka at %s does not answer: corrections not published",
+                        self.settings.kafka_bootstrap)  # fmt: skip
+        tally.add(gold_rows=table.num_rows)
         yield table.num_rows
 
 

@@ -6,8 +6,6 @@ It talks to Google BigQuery with the usual credentials, or to the local emulator
 (``scripts/bigquery_emulator.sh``) when ``BETLAKE_BIGQUERY_ENDPOINT`` names it.
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager

@@ -166,3 +166,42 @@ def test_restart_loses_nothing_and_doubles_nothing(stream_settings: Settings, st
     run_stream(stream_settings, drain_when_idle=4)
 
     assert_converged(stream_settings, first + second)
+
+
+def test_reprocess_publishes_corrections_for_changed_windows(
+    stream_settings: Settings, tmp_path: Path
+) -> None:
+    from betlake.ingest import ingest_files
+
+    lake = Lake(stream_settings.lake)
+    first = tmp_path / "first.jsonl"
+    lines = [line for _, line in generate_telemetry(
+        TelemetrySpec(count=3000, start=START, span=timedelta(hours=1), seed=6),
+        stream_settings.reference)]  # fmt: skip
+    first.write_text("\n".join(lines) + "\n")
+    ingest_files(stream_settings, [first], show_progress=False)
+    reprocess(stream_settings, START, START + timedelta(hours=1))
+    before = gold(lake)
+    assert read_latest(stream_settings, stream_settings.stats_topic).keys() == {
+        stats_message(row)[0] for row in before.values()
+    }
+
+    late = tmp_path / "late.jsonl"  # two more bets on one site in two windows
+    late.write_text("\n".join(json.dumps({
+        "event_id": f"correction-{minute}", "event_type": "bet_placed",
+        "event_time": f"2026-11-24T00:{minute:02d}:30Z", "player_id": "p00001",
+        "site_id": "uk-royalspin", "amount": 10}) for minute in (12, 31)) + "\n")  # fmt: skip
+    ingest_files(stream_settings, [late], show_progress=False)
+    topic_before = read_latest(stream_settings, stream_settings.stats_topic)
+    reprocess(stream_settings, START, START + timedelta(hours=1))
+
+    after = gold(lake)
+    latest = read_latest(stream_settings, stream_settings.stats_topic)
+    changed = {k for k in latest if latest[k] != topic_before.get(k)}
+    assert changed == {f"uk-royalspin|2026-11-24T00:{minute}:00Z" for minute in ("10", "30")}
+    for row in after.values():
+        key, value = stats_message(row)
+        assert {k: v for k, v in latest[key].items() if k != "computed_at"} == {
+            k: v for k, v in json.loads(value).items() if k != "computed_at"
+        }
+    assert all(row["pane"] == "BATCH" for row in latest.values())
