@@ -40,15 +40,18 @@ def window_range_predicate(start: datetime, end: datetime) -> str:
     )
 
 
-def window_range_filter(start: datetime, end: datetime) -> ds.Expression:
-    """Dataset filter for windows in [start, end), pruned by the window_date partition."""
+def time_range_filter(
+    start: datetime, end: datetime, column: str = "window_start", day_column: str = "window_date"
+) -> ds.Expression:
+    """Dataset filter for ``column`` in [start, end), pruned by its date partition column
+    (``window_start``/``window_date`` for gold, ``event_time``/``event_date`` for bronze)."""
     start, end = to_utc(start), to_utc(end)
     last_day = (end - timedelta(microseconds=1)).date()
     return (
-        (ds.field("window_date") >= pa.scalar(start.date(), pa.date32()))
-        & (ds.field("window_date") <= pa.scalar(last_day, pa.date32()))
-        & (ds.field("window_start") >= pa.scalar(start, TIMESTAMP))
-        & (ds.field("window_start") < pa.scalar(end, TIMESTAMP))
+        (ds.field(day_column) >= pa.scalar(start.date(), pa.date32()))
+        & (ds.field(day_column) <= pa.scalar(last_day, pa.date32()))
+        & (ds.field(column) >= pa.scalar(start, TIMESTAMP))
+        & (ds.field(column) < pa.scalar(end, TIMESTAMP))
     )
 
 

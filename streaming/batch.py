@@ -7,36 +7,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import apache_beam as beam
-import pyarrow as pa
-import pyarrow.dataset as ds
 
 from betlake.config import Settings
 from betlake.contract import (
     EVENT_COLUMNS,
     TELEMETRY_RAW,
-    TIMESTAMP,
     epoch_us,
     to_utc,
 )
-from betlake.lake import Lake
+from betlake.lake import Lake, time_range_filter
 from betlake.reference import Reference
 from streaming.runners import counters, pipeline_options
 from streaming.sinks import ReplaceGoldRangeFn
 from streaming.windows import SiteWindowStats
 
 READ_CHUNK = timedelta(hours=1)  # one read (and one Beam element) per hour of event time
-
-
-def raw_range_filter(start: datetime, end: datetime) -> ds.Expression:
-    """Rows of ``telemetry_raw`` with event_time in [start, end), pruned by event_date."""
-    start, end = to_utc(start), to_utc(end)
-    last_day = (end - timedelta(microseconds=1)).date()
-    return (
-        (ds.field("event_date") >= pa.scalar(start.date(), pa.date32()))
-        & (ds.field("event_date") <= pa.scalar(last_day, pa.date32()))
-        & (ds.field("event_time") >= pa.scalar(start, TIMESTAMP))
-        & (ds.field("event_time") < pa.scalar(end, TIMESTAMP))
-    )
 
 
 class ReadRawRangeFn(beam.DoFn):
@@ -46,7 +31,9 @@ class ReadRawRangeFn(beam.DoFn):
         self.lake_root = lake_root
 
     def process(self, chunk: tuple[datetime, datetime]):
-        events = Lake(self.lake_root).scan(TELEMETRY_RAW, EVENT_COLUMNS, raw_range_filter(*chunk))
+        events = Lake(self.lake_root).scan(
+            TELEMETRY_RAW, EVENT_COLUMNS, time_range_filter(*chunk, "event_time", "event_date")
+        )
         beam.metrics.Metrics.counter("betlake", "events").inc(events.num_rows)
         if events.num_rows:
             yield events

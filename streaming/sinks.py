@@ -28,7 +28,7 @@ from betlake.kafka import (
     reachable,
     stream_consumer,
 )
-from betlake.lake import Lake, first_per_key, window_range_filter
+from betlake.lake import Lake, first_per_key, time_range_filter
 from streaming.kafka_source import PartitionRead
 
 log = logging.getLogger("betlake.stream")
@@ -71,7 +71,7 @@ class ReplaceGoldRangeFn(beam.DoFn):
         table = pa.Table.from_pylist(
             [row | {"computed_at": self.began} for row in rows], schema=SITE_WINDOW_STATS.schema
         )
-        before = lake.scan(SITE_WINDOW_STATS, where=window_range_filter(self.start, self.end))
+        before = lake.scan(SITE_WINDOW_STATS, where=time_range_filter(self.start, self.end))
         lake.replace_windows(SITE_WINDOW_STATS, table, self.start, self.end)
         tally = Tally("reprocess")
         if reachable(self.settings):
