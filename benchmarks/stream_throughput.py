@@ -20,6 +20,7 @@ Prints the machine, N, events/s of both and their ratio, the publish delay and p
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import os
@@ -112,6 +113,7 @@ def produce_telemetry(
     next_threshold = next_window + window_us + bound_us
     latest_us = epoch_us(datetime.now(UTC)) + 300 * 1_000_000
     first_sent: dict[int, float] = {}
+    first_us = last_us = None
     sent, began, began_wall = 0, time.monotonic(), time.time()
     for key, line in generate_telemetry(spec, REFERENCE):
         while True:
@@ -121,6 +123,9 @@ def produce_telemetry(
             except BufferError:
                 out.poll(0.05)
         us = event_time_us(line, latest_us)
+        if us is not None:
+            first_us = us if first_us is None else min(first_us, us)
+            last_us = us if last_us is None else max(last_us, us)
         if us is not None and us >= next_threshold:
             now = time.time()
             while us >= next_threshold:
@@ -136,7 +141,8 @@ def produce_telemetry(
                     time.sleep(ahead)
     if out.flush(120):
         raise RuntimeError(f"{len(out)} messages were not delivered to {topic}")
-    return {"messages": sent, "began": began_wall, "ended": time.time(), "first_sent": first_sent}
+    return {"messages": sent, "began": began_wall, "ended": time.time(), "first_sent": first_sent,
+            "first_us": first_us, "last_us": last_us}  # fmt: skip
 
 
 def read_topic(settings: Settings, topic: str, timeout: float = 60) -> list[tuple[dict, float]]:
@@ -546,9 +552,11 @@ def main() -> None:
             backlog = (bootstrap, settings.telemetry_topic, args.events, start, span, 11, None)
             sent = pool.submit(produce_telemetry, *backlog, window_s, bound).result()
         produced_s = sent["ended"] - sent["began"]
+        window_us = window_s * 1_000_000
+        windows = sent["last_us"] // window_us - sent["first_us"] // window_us + 1
         print(f"backlog: {args.events:,} events ({sent['messages']:,} messages with duplicates "
-              f"and malformed ones) over {args.hours:g} h of event time "
-              f"({int(span // window_s)} windows), produced in {produced_s:.1f}s "
+              f"and malformed ones) over {(sent['last_us'] - sent['first_us']) / 3.6e9:.1f} h of "
+              f"event time ({windows} windows), produced in {produced_s:.1f}s "
               f"({sent['messages'] / produced_s:,.0f} msg/s) before any job started")  # fmt: skip
 
         # 2. betlake over the backlog
@@ -567,6 +575,12 @@ def main() -> None:
         betlake_rate = args.events / e2e_s
         on_time = first_on_time(published)
         queued = [on_time[w] - sent["first_sent"][w] for w in on_time if w in sent["first_sent"]]
+        rows, distinct = (
+            Lake(settings.lake)
+            .connect()
+            .execute("SELECT count(*), count(DISTINCT event_id) FROM telemetry_raw")
+            .fetchone()
+        )
 
         # 4. the naive baseline over the same backlog
         naive_topic = "naive-stats"
@@ -580,6 +594,7 @@ def main() -> None:
         naive_s = naive_last - naive_start
         naive_rate = args.events / naive_s
         naive_events = sum(v["events"] for v, _ in naive_published)
+        naive_windows = len(first_on_time(naive_published))
 
         # 3. live, rate-limited
         live = lake_settings(work / "lake-live", bootstrap, "live")
@@ -609,6 +624,8 @@ def main() -> None:
         skipped = sum(1 for at in live_sent["first_sent"].values() if at < reading)
         live_rate = live_sent["messages"] / (live_sent["ended"] - live_sent["began"])
         live_lag = (live_bronze.complete or time.time()) - live_sent["ended"]
+        closes = sorted(live_sent["first_sent"].values())
+        cadence = statistics.median(b - a for a, b in itertools.pairwise(closes)) if closes else 0
         self_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         children_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     finally:
@@ -616,10 +633,11 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nN = {args.events:,} events, {len(on_time)} windows fired ON_TIME")
-    print(f"betlake stream   counters {counters}")
+    print(f"\nN = {args.events:,} events")
+    print(f"betlake stream   counters {counters}; {len(on_time)}/{windows} windows published "
+          f"ON_TIME; bronze {rows:,} rows, {distinct:,} distinct event ids")  # fmt: skip
     print(f"  Kafka -> bronze complete     {bronze_s:7.2f}s  {args.events / bronze_s:9,.0f} "
-          f"events/s  (bronze {bronze.rows:,} rows)")  # fmt: skip
+          f"events/s")  # fmt: skip
     print(
         f"  Kafka -> bronze, gold, topic {e2e_s:7.2f}s  {betlake_rate:9,.0f} events/s"
         f"  (last publish {last_publish - job_start:.2f}s after start, minus the {DRAIN_IDLE}s"
@@ -633,15 +651,16 @@ def main() -> None:
     print(
         f"naive per-event  {naive_s:7.2f}s  {naive_rate:9,.0f} events/s  (last publish; the job"
         f" returned after {naive_end - naive_start:.2f}s; {naive_events:,} events counted in "
-        f"panes; no validation, dedup, bronze, gold, FX, distinct players)"
+        f"panes, {naive_windows}/{windows} windows ON_TIME; no validation, dedup, bronze, gold,"
+        f" FX, distinct players)"
     )
     print(
         f"ratio betlake/naive events/s: {betlake_rate / naive_rate:.2f}x end to end"
         f" ({args.events / bronze_s / naive_rate:.2f}x to bronze complete)"
     )
     print(f"live: {live_sent['messages']:,} messages at {live_rate:,.0f} msg/s "
-          f"(asked {args.rate:,.0f}) for {args.rate_seconds:g}s, event time x{args.speedup:g} "
-          f"(a window every {window_s / args.speedup:.1f}s); counters {live_counters}; bronze "
+          f"(asked {args.rate:,.0f}) for {args.rate_seconds:g}s, event time ~x{args.speedup:g} "
+          f"(a window closed every {cadence:.1f}s); counters {live_counters}; bronze "
           f"complete {live_lag:.2f}s after the last send")  # fmt: skip
     if delays:
         print(f"  publish delay over {len(delays)} windows ({skipped} closed before the job read "

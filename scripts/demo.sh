@@ -23,6 +23,13 @@ betlake query "SELECT site_name, sum(events) AS events, sum(active_players) AS p
 betlake query "SELECT reason, count(*) AS rejected FROM telemetry_rejected GROUP BY ALL
                ORDER BY rejected DESC"
 
+echo; echo "== the day mirrored to BigQuery (the local emulator) =="
+bash scripts/bigquery_emulator.sh start
+export BETLAKE_BIGQUERY_ENDPOINT=http://127.0.0.1:9050
+.venv/bin/dagster asset materialize -m betlake.definitions --select site_window_stats_bigquery \
+  --partition-range "${day}-00:00...${day}-23:55" 2>&1 | grep -E "RUN_SUCCESS|RUN_FAILURE|Error"
+bash scripts/bigquery_emulator.sh stop
+
 echo; echo "== the stream: live telemetry through Kafka, a window published every few seconds =="
 betlake broker start
 live_start=$(date -u -d '-3 hours' +%Y-%m-%dT%H:%M)
