@@ -167,27 +167,49 @@ def cmd_reference(args: argparse.Namespace, settings: Settings) -> None:
     console.print(f"reference data loaded from {settings.reference}")
 
 
-def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> None:
+def reprocess_windows(settings: Settings, start: datetime, end: datetime) -> None:
+    """Recompute the windows in [start, end) as one Dagster run on the local instance."""
     width = timedelta(seconds=settings.window_seconds)
-    for name, value in (("--start", args.start), ("--end", args.end)):
+    for name, value in (("--start", start), ("--end", end)):
         if epoch_us(value) % (settings.window_seconds * 1_000_000):
             raise BetlakeError(f"{name} {value:%Y-%m-%dT%H:%M:%SZ} is not on a window boundary")
-    if args.end <= args.start:
+    if end <= start:
         raise BetlakeError("--end must be after --start")
-    if args.start < settings.partitions_start:
+    if start < settings.partitions_start:
         raise BetlakeError(
-            f"--start is before the first partition ({settings.partitions_start:%Y-%m-%d}; "
-            "set BETLAKE_PARTITIONS_START)"
+            f"{start:%Y-%m-%d} is before the first partition "
+            f"({settings.partitions_start:%Y-%m-%d}; set BETLAKE_PARTITIONS_START)"
         )
-    if args.end > datetime.now(UTC):
-        raise BetlakeError("--end is in the future: only whole, past windows can be recomputed")
+    if end > datetime.now(UTC):
+        raise BetlakeError("the end is in the future: only whole, past windows can be recomputed")
     materialize(
         ["site_window_stats"],
-        (args.start.strftime(PARTITION_FORMAT), (args.end - width).strftime(PARTITION_FORMAT)),
+        (start.strftime(PARTITION_FORMAT), (end - width).strftime(PARTITION_FORMAT)),
     )
-    windows = int((args.end - args.start) / width)
-    console.print(f"recomputed {windows} windows [{args.start:%Y-%m-%d %H:%M}, "
-                  f"{args.end:%Y-%m-%d %H:%M}) UTC; the run is in the Dagster UI")  # fmt: skip
+    console.print(f"recomputed {int((end - start) / width)} windows [{start:%Y-%m-%d %H:%M}, "
+                  f"{end:%Y-%m-%d %H:%M}) UTC; the run is in the Dagster UI")  # fmt: skip
+
+
+def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> None:
+    reprocess_windows(settings, args.start, args.end)
+
+
+def cmd_discard(args: argparse.Namespace, settings: Settings) -> None:
+    from betlake.discard import discard
+
+    done = discard(settings, args.start, args.end, args.reason, args.site, args.player,
+                   args.source)  # fmt: skip
+    console.print(f"{done.discard_id}: {done.events} events moved to telemetry_discarded "
+                  f"(undo: betlake restore {done.discard_id})")  # fmt: skip
+    reprocess_windows(settings, done.first_window, done.end_window)
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
+    from betlake.discard import restore
+
+    done = restore(settings, args.discard_id)
+    console.print(f"{done.discard_id}: {done.events} events back in telemetry_raw")
+    reprocess_windows(settings, done.first_window, done.end_window)
 
 
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> None:
@@ -270,6 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     ui = commands.add_parser("ui", help="the Dagster UI and daemon (dagster dev) on 127.0.0.1")
     ui.add_argument("--port", type=positive_int, default=3000)
     ui.set_defaults(run=cmd_ui)
+
+    discard = commands.add_parser("discard", help="take events out of the figures, with a trace")
+    discard.add_argument("--start", type=timestamp, required=True, help="event time, inclusive")
+    discard.add_argument("--end", type=timestamp, required=True, help="event time, exclusive")
+    discard.add_argument("--site", help="only this site_id")
+    discard.add_argument("--player", help="only this player_id")
+    discard.add_argument("--source", choices=["kafka", "file"], help="only events from here")
+    discard.add_argument("--reason", required=True, help="why (kept in the audit table)")
+    discard.set_defaults(run=cmd_discard)
+
+    restore = commands.add_parser("restore", help="undo a discard by its id")
+    restore.add_argument("discard_id")
+    restore.set_defaults(run=cmd_restore)
 
     query = commands.add_parser("query", help="DuckDB SQL over the lake tables")
     query.add_argument("sql")

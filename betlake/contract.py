@@ -101,6 +101,22 @@ TELEMETRY_RAW = TableSpec(
     key=("event_id",),
 )
 
+TELEMETRY_DISCARDED = TableSpec(
+    "telemetry_discarded",
+    pa.schema(
+        [
+            *TELEMETRY_RAW.schema,
+            ("discard_id", pa.string(), False),
+            ("discarded_at", TIMESTAMP, False),
+            ("discarded_by", pa.string(), False),
+            ("discard_reason", pa.string(), False),
+            ("restored_at", TIMESTAMP),  # set when `betlake restore` put the event back
+        ]
+    ),
+    partition_by=("event_date",),
+    key=("discard_id", "event_id"),
+)
+
 TELEMETRY_REJECTED = TableSpec(
     "telemetry_rejected",
     pa.schema(
@@ -197,7 +213,15 @@ SITE_WINDOW_STATS = TableSpec(
 
 TABLES = {
     spec.name: spec
-    for spec in (TELEMETRY_RAW, TELEMETRY_REJECTED, BET_SITES, PLAYERS, FX_RATES, SITE_WINDOW_STATS)
+    for spec in (
+        TELEMETRY_RAW,
+        TELEMETRY_REJECTED,
+        TELEMETRY_DISCARDED,
+        BET_SITES,
+        PLAYERS,
+        FX_RATES,
+        SITE_WINDOW_STATS,
+    )
 }
 
 # The columns of telemetry_raw the window transform needs (no payload: it is the bulk of a row).

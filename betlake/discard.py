@@ -1,0 +1,117 @@
+"""Discard and restore: taking events out of the figures on purpose, with a trace.
+
+Discarded events move from ``telemetry_raw`` to ``telemetry_discarded`` with who, when and why;
+a restore puts them back and stamps the audit rows. Either way the windows they touch must be
+recomputed (the command line launches that run): it is the one path by which a gold row may
+lose events.
+"""
+
+from __future__ import annotations
+
+import getpass
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from betlake.config import BetlakeError, Settings
+from betlake.contract import TELEMETRY_DISCARDED, TELEMETRY_RAW, TIMESTAMP, epoch_us
+from betlake.lake import Lake, time_range_filter, with_commit_retry
+
+_DELETE_CHUNK = 2000  # event ids per DELETE predicate
+
+
+@dataclass(frozen=True)
+class Discard:
+    """What a discard or restore did: its id, how many events, and the windows to recompute."""
+
+    discard_id: str
+    events: int
+    first_window: datetime
+    end_window: datetime
+
+
+def _windows(events: pa.Table, window_seconds: int) -> tuple[datetime, datetime]:
+    starts = pc.cast(events.column("window_start"), pa.int64()).to_numpy()
+    first, last = int(starts.min()), int(starts.max()) + window_seconds * 1_000_000
+    return (datetime.fromtimestamp(first / 1e6, UTC), datetime.fromtimestamp(last / 1e6, UTC))
+
+
+def _delete_events(lake: Lake, events: pa.Table) -> None:
+    """Delete exactly these events from telemetry_raw (by partition and event_id)."""
+    table = lake.ensure(TELEMETRY_RAW)
+    for day in pc.unique(events.column("event_date")).to_pylist():
+        ids = events.filter(pc.equal(events.column("event_date"), day)).column("event_id")
+        for at in range(0, len(ids), _DELETE_CHUNK):
+            quoted = ", ".join(
+                "'" + i.replace("'", "''") + "'" for i in ids[at : at + _DELETE_CHUNK].to_pylist()
+            )
+            predicate = f"event_date = '{day}' AND event_id IN ({quoted})"
+            with_commit_retry(lambda p=predicate: table.delete(p), TELEMETRY_RAW.name)
+
+
+def discard(
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    reason: str,
+    site: str | None = None,
+    player: str | None = None,
+    source: str | None = None,
+) -> Discard:
+    """Move the events with event_time in [start, end) (and the given site, player, source)
+    from telemetry_raw to telemetry_discarded."""
+    if not reason.strip():
+        raise BetlakeError("a discard needs a --reason")
+    lake = Lake(settings.lake)
+    events = lake.scan(
+        TELEMETRY_RAW, where=time_range_filter(start, end, "event_time", "event_date")
+    )
+    for column, wanted in (("site_id", site), ("player_id", player), ("source", source)):
+        if wanted is not None:
+            events = events.filter(pc.equal(events.column(column), wanted))
+    if not events.num_rows:
+        raise BetlakeError("no event in telemetry_raw matches: nothing discarded")
+    now = datetime.now(UTC)
+    discard_id = f"discard-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    n = events.num_rows
+    audit = events
+    for name, value, dtype in (
+        ("discard_id", discard_id, pa.string()),
+        ("discarded_by", getpass.getuser(), pa.string()),
+        ("discard_reason", reason, pa.string()),
+    ):
+        audit = audit.append_column(name, pa.array([value] * n, dtype))
+    stamp = pa.array(np.full(n, epoch_us(now), np.int64)).cast(TIMESTAMP)
+    audit = audit.append_column("discarded_at", stamp).append_column(
+        "restored_at", pa.nulls(n, TIMESTAMP)
+    )
+    lake.append(TELEMETRY_DISCARDED, audit)  # first the trace, then the removal
+    _delete_events(lake, events)
+    return Discard(discard_id, n, *_windows(events, settings.window_seconds))
+
+
+def restore(settings: Settings, discard_id: str) -> Discard:
+    """Put the events of a discard back into telemetry_raw and stamp its audit rows."""
+    lake = Lake(settings.lake)
+    audit = lake.scan(TELEMETRY_DISCARDED)
+    audit = audit.filter(
+        pc.and_(pc.equal(audit.column("discard_id"), discard_id), pc.is_null(audit["restored_at"]))
+    )
+    if not audit.num_rows:
+        raise BetlakeError(f"no discard {discard_id!r} waiting to be restored")
+    events = audit.select(TELEMETRY_RAW.schema.names)
+    lake.insert_new(TELEMETRY_RAW, events)
+    table = lake.ensure(TELEMETRY_DISCARDED)
+    quoted = discard_id.replace("'", "''")
+    with_commit_retry(
+        lambda: table.update(
+            predicate=f"discard_id = '{quoted}' AND restored_at IS NULL",
+            updates={"restored_at": f"'{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%fZ}'"},
+        ),
+        TELEMETRY_DISCARDED.name,
+    )
+    return Discard(discard_id, events.num_rows, *_windows(events, settings.window_seconds))
