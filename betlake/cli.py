@@ -212,6 +212,14 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
     reprocess_windows(settings, done.first_window, done.end_window)
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
+    from betlake.lake import Lake
+    from betlake.report import write_report
+
+    drawn = write_report(Lake(settings.lake), args.start, args.end, args.out)
+    console.print(f"wrote {args.out} ({drawn} points of GGR and active players)")
+
+
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> None:
     from betlake.processes import run_server
 
@@ -305,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     restore = commands.add_parser("restore", help="undo a discard by its id")
     restore.add_argument("discard_id")
     restore.set_defaults(run=cmd_restore)
+
+    report = commands.add_parser("report", help="a PNG of GGR and active players per window")
+    report.add_argument("--start", type=timestamp, required=True)
+    report.add_argument("--end", type=timestamp, required=True)
+    report.add_argument("--out", type=Path, default=Path("reports/site_window_stats.png"))
+    report.set_defaults(run=cmd_report)
 
     query = commands.add_parser("query", help="DuckDB SQL over the lake tables")
     query.add_argument("sql")

@@ -160,7 +160,7 @@ def generate_telemetry(spec: TelemetrySpec, reference: Path) -> Iterator[tuple[s
     players, site_currency = _players(reference)
     sites = list(site_currency)
     start_us, span_us = epoch_us(to_utc(spec.start)), int(spec.span.total_seconds() * 1e6)
-    sessions = max(1, spec.count // 12)
+    sessions = max(1, spec.count // 15)  # a session brings about 15 events
     step_us = span_us / sessions
     pending: list[tuple[int, int, str, str]] = []  # (arrival_us, seq, key, line)
     seq = made = 0
