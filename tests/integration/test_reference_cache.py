@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pyarrow as pa
-
 from betlake.contract import BET_SITES
 from betlake.lake import Lake
 from betlake.reference import ReferenceCache, read_reference_csv
@@ -18,32 +16,29 @@ def site_names(cache: ReferenceCache) -> dict[str, str]:
                     strict=True))  # fmt: skip
 
 
+def rename_gb_site(settings, lake: Lake, name: str) -> None:
+    """A new version of bet_sites in which s-gb is called ``name``."""
+    write_reference_csv(
+        settings.reference,
+        bet_sites=f"site_id,name,brand,country,currency,timezone\n"
+        f"s-gb,{name},Brand One,GB,GBP,Europe/London\n",
+    )
+    lake.overwrite(BET_SITES, read_reference_csv(BET_SITES, settings.reference, datetime.now(UTC)))
+
+
 def test_cache_reloads_when_a_reference_table_gets_a_new_version(settings, loaded_lake: Lake):
     cache = ReferenceCache(settings.lake, refresh_seconds=0)
     assert site_names(cache)["s-gb"] == "GB Site"
     first = cache.get()
     assert cache.get() is first  # no new version: the same snapshot, nothing re-read
 
-    write_reference_csv(
-        settings.reference,
-        bet_sites="site_id,name,brand,country,currency,timezone\n"
-        "s-gb,GB Site Renamed,Brand One,GB,GBP,Europe/London\n",
-    )
-    loaded_lake.overwrite(BET_SITES, read_reference_csv(BET_SITES, settings.reference,
-                                                        datetime.now(UTC)))  # fmt: skip
+    rename_gb_site(settings, loaded_lake, "GB Site Renamed")
 
     assert site_names(cache) == {"s-gb": "GB Site Renamed"}
-    assert isinstance(cache.get().sites, pa.Table)
 
 
 def test_cache_does_not_look_again_within_its_refresh_interval(settings, loaded_lake: Lake):
     cache = ReferenceCache(settings.lake, refresh_seconds=3600)
     before = site_names(cache)
-    write_reference_csv(
-        settings.reference,
-        bet_sites="site_id,name,brand,country,currency,timezone\n"
-        "s-gb,Other,Brand One,GB,GBP,Europe/London\n",
-    )
-    loaded_lake.overwrite(BET_SITES, read_reference_csv(BET_SITES, settings.reference,
-                                                        datetime.now(UTC)))  # fmt: skip
+    rename_gb_site(settings, loaded_lake, "Other")
     assert site_names(cache) == before
