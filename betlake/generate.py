@@ -160,8 +160,7 @@ def generate_telemetry(spec: TelemetrySpec, reference: Path) -> Iterator[tuple[s
     players, site_currency = _players(reference)
     sites = list(site_currency)
     start_us, span_us = epoch_us(to_utc(spec.start)), int(spec.span.total_seconds() * 1e6)
-    sessions = max(1, spec.count // 15)  # a session brings about 15 events
-    step_us = span_us / sessions
+    end_us, session_us, sessions = start_us + span_us, float(start_us), 0
     pending: list[tuple[int, int, str, str]] = []  # (arrival_us, seq, key, line)
     seq = made = 0
 
@@ -180,8 +179,7 @@ def generate_telemetry(spec: TelemetrySpec, reference: Path) -> Iterator[tuple[s
             bad = rng.choice(_MALFORMATIONS)({**event, "event_id": f"{event['event_id']}-bad"})
             heapq.heappush(pending, (int(event_us + delay), seq, event["player_id"], bad))
 
-    for session in range(sessions):
-        session_us = start_us + int(session * step_us)
+    while made < spec.count:
         player, home = rng.choice(players)
         site = home if rng.random() < 0.95 else rng.choice(sites)
         if rng.random() < spec.unknown_fraction:
@@ -189,7 +187,7 @@ def generate_telemetry(spec: TelemetrySpec, reference: Path) -> Iterator[tuple[s
                 [(f"ghost-{rng.randrange(10**6)}", site), (player, "xx-unlisted")]
             )
         currency = site_currency.get(site, "EUR")
-        at = session_us
+        at = int(session_us)
         kinds = ["session_start"]
         while len(kinds) < 23 and made + len(kinds) < spec.count:
             kinds.append(rng.choices(
@@ -236,7 +234,8 @@ def generate_telemetry(spec: TelemetrySpec, reference: Path) -> Iterator[tuple[s
                 )
         while pending and pending[0][0] < session_us:
             yield heapq.heappop(pending)[2:]
-        if made >= spec.count:
-            break
+        sessions += 1  # spread the sessions still to come evenly over the span still left
+        sessions_left = (spec.count - made) / (made / sessions)
+        session_us += (end_us - session_us) / max(1.0, sessions_left)
     while pending:
         yield heapq.heappop(pending)[2:]

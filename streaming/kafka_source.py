@@ -4,7 +4,8 @@ One restriction per partition (an unbounded offset range starting at the stream 
 committed offset); each call polls a batch, validates it with the contract code, emits it as one
 element and defers the remainder. A manual watermark estimator tracks the contract's watermark:
 the highest event time seen in the partition minus the out-of-orderness bound; a partition with
-no message for the idle timeout follows the wall clock instead, so it never holds the job back.
+no message for the idle timeout (and nothing left unread) follows the wall clock instead, so it
+never holds the job back.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class PartitionRead:
 
 class PartitionWatermark:
     """The watermark of one partition: max event time minus the out-of-orderness bound, or the
-    wall clock minus that bound once the partition has been idle for ``idle_timeout`` seconds."""
+    wall clock minus that bound once the partition has been idle (no message, nothing unread)
+    for ``idle_timeout`` seconds."""
 
     def __init__(self, out_of_orderness_seconds: int, idle_timeout_seconds: int) -> None:
         self.bound_us = out_of_orderness_seconds * 1_000_000
@@ -172,6 +174,8 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
             latest_us = pc.max(read.validated.events.column("event_time")).value
             clock.observe(latest_us, now, read.ceiling_us)
             yield TimestampedValue(read, before or MIN_TIMESTAMP)
+        elif clock.idle_for(now) >= self._idle_threshold() and self._lagging(consumer, partition):
+            clock.observe(None, now, clock.ceiling_us)  # messages wait: not idle, just slow
         elif self.drain_when_idle is not None and clock.idle_for(now) >= self.drain_when_idle:
             tracker.try_claim(END_OF_PARTITION)  # the partition is done: the source may end
             return
@@ -179,6 +183,18 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
         if watermark is not None and (before is None or watermark > before.micros):
             estimator.set_watermark(Timestamp(micros=watermark))
         tracker.defer_remainder(Duration(seconds=0 if claimed else self.poll_seconds))
+
+    def _idle_threshold(self) -> float:
+        return min(self.settings.idle_timeout_seconds, self.drain_when_idle or float("inf"))
+
+    def _lagging(self, consumer, partition: int) -> bool:
+        """Whether the partition holds messages past our position (then it is not idle)."""
+        from confluent_kafka import TopicPartition
+
+        _, end = consumer.get_watermark_offsets(
+            TopicPartition(self.settings.telemetry_topic, partition), timeout=5, cached=False
+        )
+        return end > self._positions[partition]
 
     def _validate(self, partition: int, messages: list, before: Timestamp | None) -> PartitionRead:
         topic = self.settings.telemetry_topic
