@@ -4,7 +4,8 @@ In one invocation, on a temporary lake and a Kafka broker it starts on a free 12
 (and stops at the end), with the Prism runner warmed up first so no run pays its start:
   * backlog: N events spanning --hours of event time are produced before any job starts, then
     ``run_stream(settings, drain_when_idle=5)`` reads them: time until bronze holds every
-    valid event, and until the last figure is published (minus the 5 s idle wait of the drain);
+    valid event, and until the last figure is published (with and without the drain's 5 s idle
+    wait); then checks bronze (rows vs distinct ids) and gold (events counted vs bronze);
   * baseline: the same windowed aggregation written naively (one Beam element per event, a
     dict per Kafka message, FixedWindows(300) with the same trigger, CombinePerKey of counts
     and sums, panes published to a topic) over the same backlog, on the same runner;
@@ -32,11 +33,11 @@ import statistics
 import tempfile
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
@@ -49,7 +50,7 @@ from reprocess_day import machine
 
 from betlake import broker
 from betlake.config import Settings
-from betlake.contract import TELEMETRY_RAW, epoch_us
+from betlake.contract import TELEMETRY_RAW, RawBatch, epoch_us, validate
 from betlake.generate import TelemetrySpec, generate_telemetry
 from betlake.kafka import (
     KafkaError,
@@ -73,66 +74,66 @@ DRAIN_IDLE = 5  # seconds: run_stream(drain_when_idle=...)
 # ------------------------------------------------------------------------- producing
 
 
-def event_time_us(line: str, latest_us: int) -> int | None:
-    """The event time of a message as the contract reads it; None if the job rejects it."""
-    try:
-        event = json.loads(line)
-        if str(event.get("event_id", "")).endswith("-bad"):  # the generator's malformed ones
-            return None
-        value = event["event_time"]
-        if isinstance(value, int) and not isinstance(value, bool):
-            us = value * 1000
-        else:
-            us = epoch_us(datetime.fromisoformat(value))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return us if us <= latest_us else None  # future events are rejected
+def checked_messages(spec: TelemetrySpec, window_seconds: int) -> tuple[list, np.ndarray, int]:
+    """Generated messages, each one's event time as the contract reads it (-1 if it rejects the
+    message) and how many distinct valid events they hold: what bronze must end up with."""
+    messages = list(generate_telemetry(spec, REFERENCE))
+    times = np.full(len(messages), -1, dtype=np.int64)
+    ids = []
+    now = datetime.now(UTC)
+    for first in range(0, len(messages), 50_000):
+        chunk = [line for _, line in messages[first : first + 50_000]]
+        events = validate(
+            RawBatch(chunk, "kafka", now, [""] * len(chunk), [0] * len(chunk),
+                     list(range(first, first + len(chunk)))),
+            window_seconds=window_seconds, max_clock_skew_seconds=300,
+        ).events  # fmt: skip
+        where = events.column("kafka_offset").to_numpy()
+        times[where] = pc.cast(events.column("event_time"), pa.int64()).to_numpy()
+        ids.append(events.column("event_id"))
+    return messages, times, pc.count_distinct(pa.chunked_array(ids)).as_py()
 
 
 def produce_telemetry(
+    conn,
     bootstrap: str,
     topic: str,
-    count: int,
-    start: datetime,
-    span_seconds: float,
-    seed: int,
+    spec: TelemetrySpec,
     rate: float | None,
     window_seconds: int,
     bound_seconds: int,
-) -> dict:
-    """Generate and send telemetry (at most ``rate`` messages/s); runs in its own process.
+) -> None:
+    """Generate telemetry, then send it (at most ``rate`` messages/s); runs in its own process.
 
-    Returns the messages sent, the send interval, and per window start (epoch us) the wall time
-    the first message with an event time >= window end + ``bound_seconds`` was handed to the
-    producer: the earliest moment the job's watermark could pass that window's end.
+    Sends ``("sending", {"valid": events})`` on ``conn`` when the first message goes out, then
+    ``("done", figures)``: the messages sent, the valid events, the send interval, and per window
+    start (epoch us) the wall time the first valid message with an event time >= window end +
+    ``bound_seconds`` was handed to the producer, the earliest moment the job's watermark could
+    pass that window's end.
     """
+    began = time.monotonic()
+    messages, times, valid = checked_messages(spec, window_seconds)
+    generated_s = time.monotonic() - began
     out = producer(Settings(kafka_bootstrap=bootstrap))
-    spec = TelemetrySpec(count=count, start=start, span=timedelta(seconds=span_seconds), seed=seed)
     window_us, bound_us = window_seconds * 1_000_000, bound_seconds * 1_000_000
-    next_window = epoch_us(start) // window_us * window_us
+    next_window = epoch_us(spec.start) // window_us * window_us
     next_threshold = next_window + window_us + bound_us
-    latest_us = epoch_us(datetime.now(UTC)) + 300 * 1_000_000
     first_sent: dict[int, float] = {}
-    first_us = last_us = None
-    sent, began, began_wall = 0, time.monotonic(), time.time()
-    for key, line in generate_telemetry(spec, REFERENCE):
+    conn.send(("sending", {"valid": valid}))
+    began, began_wall = time.monotonic(), time.time()
+    for sent, ((key, line), us) in enumerate(zip(messages, times.tolist(), strict=True), 1):
         while True:
             try:
                 out.produce(topic, value=line.encode(), key=key.encode())
                 break
             except BufferError:
                 out.poll(0.05)
-        us = event_time_us(line, latest_us)
-        if us is not None:
-            first_us = us if first_us is None else min(first_us, us)
-            last_us = us if last_us is None else max(last_us, us)
-        if us is not None and us >= next_threshold:
+        if us >= next_threshold:
             now = time.time()
             while us >= next_threshold:
                 first_sent[next_window] = now
                 next_window += window_us
                 next_threshold += window_us
-        sent += 1
         if sent % 100 == 0:
             out.poll(0)
             if rate:
@@ -141,8 +142,37 @@ def produce_telemetry(
                     time.sleep(ahead)
     if out.flush(120):
         raise RuntimeError(f"{len(out)} messages were not delivered to {topic}")
-    return {"messages": sent, "began": began_wall, "ended": time.time(), "first_sent": first_sent,
-            "first_us": first_us, "last_us": last_us}  # fmt: skip
+    valid_times = times[times >= 0]
+    conn.send(("done", {
+        "messages": len(messages), "valid": valid, "generated_s": generated_s,
+        "began": began_wall, "ended": time.time(), "first_sent": first_sent,
+        "first_us": int(valid_times.min()), "last_us": int(valid_times.max()),
+    }))  # fmt: skip
+
+
+class ProducerProcess:
+    """:func:`produce_telemetry` in a spawned process."""
+
+    def __init__(self, *args: object) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=produce_telemetry, args=(child, *args))
+        self.process.start()
+
+    def wait(self, what: str, timeout: float = 900) -> dict:
+        if not self.conn.poll(timeout):
+            raise RuntimeError(f"the producer process did not report {what!r}")
+        said, figures = self.conn.recv()
+        if said != what:
+            raise RuntimeError(f"the producer process said {said!r}, not {what!r}")
+        if what == "done":
+            self.process.join(30)
+        return figures
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(10)
 
 
 def read_topic(settings: Settings, topic: str, timeout: float = 60) -> list[tuple[dict, float]]:
@@ -530,7 +560,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="betlake-stream-bench-"))
     bootstrap = f"127.0.0.1:{free_port_pair()}"
-    spawn = multiprocessing.get_context("spawn")
+    producers: list[ProducerProcess] = []
     print(f"machine: {machine()}")
     broker_pid = broker.start(bootstrap, home=work / "kafka", timeout=180)
     try:
@@ -548,19 +578,24 @@ def main() -> None:
         start = now - timedelta(seconds=span + 3600)
 
         # 1. the backlog
-        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            backlog = (bootstrap, settings.telemetry_topic, args.events, start, span, 11, None)
-            sent = pool.submit(produce_telemetry, *backlog, window_s, bound).result()
+        spec = TelemetrySpec(args.events, start, timedelta(seconds=span), seed=11)
+        producers.append(ProducerProcess(bootstrap, settings.telemetry_topic, spec, None,
+                                         window_s, bound))  # fmt: skip
+        producers[-1].wait("sending")
+        sent = producers[-1].wait("done")
+        n = sent["valid"]
         produced_s = sent["ended"] - sent["began"]
         window_us = window_s * 1_000_000
         windows = sent["last_us"] // window_us - sent["first_us"] // window_us + 1
-        print(f"backlog: {args.events:,} events ({sent['messages']:,} messages with duplicates "
-              f"and malformed ones) over {(sent['last_us'] - sent['first_us']) / 3.6e9:.1f} h of "
-              f"event time ({windows} windows), produced in {produced_s:.1f}s "
-              f"({sent['messages'] / produced_s:,.0f} msg/s) before any job started")  # fmt: skip
+        print(f"backlog: {n:,} valid events (asked {args.events:,}; {sent['messages']:,} "
+              f"messages with duplicates and malformed ones) over "
+              f"{(sent['last_us'] - sent['first_us']) / 3.6e9:.1f} h of event time ({windows} "
+              f"windows), generated and checked in {sent['generated_s']:.1f}s, then produced in "
+              f"{produced_s:.1f}s ({sent['messages'] / produced_s:,.0f} msg/s) before any job "
+              f"started")  # fmt: skip
 
         # 2. betlake over the backlog
-        bronze = BronzeCounter(Lake(settings.lake), args.events)
+        bronze = BronzeCounter(Lake(settings.lake), n)
         with MemorySampler() as betlake_memory:
             job_start = time.time()
             bronze.start()
@@ -571,16 +606,19 @@ def main() -> None:
         published = read_topic(settings, settings.stats_topic)
         last_publish = max(ts for _, ts in published)
         bronze_s = (bronze.complete or job_end) - job_start
-        e2e_s = last_publish - job_start - DRAIN_IDLE
-        betlake_rate = args.events / e2e_s
+        # the drain waits DRAIN_IDLE s after the last message read; the naive job needs no such
+        # wait (it ends at the backlog's last offset), but the wait may overlap with bronze
+        # writes still in progress: so a range, from "all of it" to "none of it"
+        e2e_s = last_publish - job_start
+        e2e_low_s = max(bronze_s, e2e_s - DRAIN_IDLE)
         on_time = first_on_time(published)
         queued = [on_time[w] - sent["first_sent"][w] for w in on_time if w in sent["first_sent"]]
-        rows, distinct = (
-            Lake(settings.lake)
-            .connect()
-            .execute("SELECT count(*), count(DISTINCT event_id) FROM telemetry_raw")
-            .fetchone()
-        )
+        con = Lake(settings.lake).connect()
+        rows, distinct, on_time_rows = con.execute(
+            "SELECT count(*), count(DISTINCT event_id), count(*) FILTER (WHERE NOT arrived_late)"
+            " FROM telemetry_raw"
+        ).fetchone()
+        gold_events = con.execute("SELECT sum(events) FROM site_window_stats").fetchone()[0]
 
         # 4. the naive baseline over the same backlog
         naive_topic = "naive-stats"
@@ -592,7 +630,6 @@ def main() -> None:
         naive_published = read_topic(settings, naive_topic)
         naive_last = max(ts for _, ts in naive_published)
         naive_s = naive_last - naive_start
-        naive_rate = args.events / naive_s
         naive_events = sum(v["events"] for v, _ in naive_published)
         naive_windows = len(first_on_time(naive_published))
 
@@ -600,18 +637,19 @@ def main() -> None:
         live = lake_settings(work / "lake-live", bootstrap, "live")
         live_span = args.rate_seconds * args.speedup
         live_start = now - timedelta(seconds=live_span + 3600)
-        live_count = int(args.rate * args.rate_seconds)
-        live_bronze = BronzeCounter(Lake(live.lake), live_count)
-        with ProcessPoolExecutor(1, mp_context=spawn) as pool, MemorySampler() as live_memory:
-            pool.submit(time.sleep, 0).result()  # the producer process is up and imported
-            live_sent = pool.submit(produce_telemetry, bootstrap, live.telemetry_topic,
-                                    live_count, live_start, live_span, 12, args.rate, window_s,
-                                    bound)  # fmt: skip
-            time.sleep(1)  # a first second of events is there when the job's readers start
+        live_spec = TelemetrySpec(
+            int(args.rate * args.rate_seconds), live_start, timedelta(seconds=live_span), seed=12
+        )
+        producers.append(ProducerProcess(bootstrap, live.telemetry_topic, live_spec, args.rate,
+                                         window_s, bound))  # fmt: skip
+        live_valid = producers[-1].wait("sending")["valid"]  # generated, checked, now sending
+        time.sleep(1)  # a first second of events is there when the job's readers start
+        with MemorySampler() as live_memory:
             live_job_start = time.time()
+            live_bronze = BronzeCounter(Lake(live.lake), live_valid)
             live_bronze.start()
             live_counters = stream(live)
-            live_sent = live_sent.result()
+        live_sent = producers[-1].wait("done")
         live_bronze.stop.set()
         live_bronze.join()
         live_published = first_on_time(read_topic(live, live.stats_topic))
@@ -623,45 +661,58 @@ def main() -> None:
         ]
         skipped = sum(1 for at in live_sent["first_sent"].values() if at < reading)
         live_rate = live_sent["messages"] / (live_sent["ended"] - live_sent["began"])
-        live_lag = (live_bronze.complete or time.time()) - live_sent["ended"]
+        live_lag = (
+            f"bronze complete {live_bronze.complete - live_sent['ended']:.2f}s after the last send"
+            if live_bronze.complete
+            else f"bronze INCOMPLETE: {live_bronze.rows:,} of {live_valid:,} valid events"
+        )
         closes = sorted(live_sent["first_sent"].values())
-        cadence = statistics.median(b - a for a, b in itertools.pairwise(closes)) if closes else 0
+        gaps = [b - a for a, b in itertools.pairwise(closes)]
+        cadence = statistics.median(gaps) if gaps else float("nan")
         self_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         children_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     finally:
+        for process in producers:
+            process.stop()
         broker.stop(home=work / "kafka")
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nN = {args.events:,} events")
-    print(f"betlake stream   counters {counters}; {len(on_time)}/{windows} windows published "
-          f"ON_TIME; bronze {rows:,} rows, {distinct:,} distinct event ids")  # fmt: skip
-    print(f"  Kafka -> bronze complete     {bronze_s:7.2f}s  {args.events / bronze_s:9,.0f} "
+    print(f"\nN = {n:,} events")
+    print(f"betlake stream   counters {counters}")
+    print(f"  read {counters.get('messages_in', 0):,} of {sent['messages']:,} messages; bronze "
+          f"{rows:,} rows, {distinct:,} distinct event ids; gold counts {gold_events:,} of the "
+          f"{on_time_rows:,} on-time bronze events; {len(on_time)}/{windows} windows published "
+          f"ON_TIME")  # fmt: skip
+    done = n if bronze.complete else distinct  # events/s count the events that made it
+    if not bronze.complete:
+        print(f"  INCOMPLETE: the job ended with {distinct:,} of the {n:,} valid events in bronze;"
+              f" the figures below count those only")  # fmt: skip
+    print(f"  Kafka -> bronze complete     {bronze_s:7.2f}s  {done / bronze_s:9,.0f} "
           f"events/s")  # fmt: skip
-    print(
-        f"  Kafka -> bronze, gold, topic {e2e_s:7.2f}s  {betlake_rate:9,.0f} events/s"
-        f"  (last publish {last_publish - job_start:.2f}s after start, minus the {DRAIN_IDLE}s"
-        f" idle wait of the drain; run_stream returned after {job_end - job_start:.2f}s)"
-    )
+    print(f"  Kafka -> bronze, gold, topic {e2e_s:7.2f}s  {done / e2e_s:9,.0f} events/s"
+          f"  (last publish, counting the drain's whole {DRAIN_IDLE}s idle wait; without it "
+          f"{e2e_low_s:.2f}s, {done / e2e_low_s:,.0f} events/s; run_stream returned "
+          f"after {job_end - job_start:.2f}s)")  # fmt: skip
     print(
         f"  first ON_TIME publish {min(on_time.values()) - job_start:.2f}s after job start; "
         f"backlog 'delay' (publish - send of the event closing the window) median "
         f"{statistics.median(queued):.1f}s: queueing in the backlog, not latency"
     )
     print(
-        f"naive per-event  {naive_s:7.2f}s  {naive_rate:9,.0f} events/s  (last publish; the job"
-        f" returned after {naive_end - naive_start:.2f}s; {naive_events:,} events counted in "
-        f"panes, {naive_windows}/{windows} windows ON_TIME; no validation, dedup, bronze, gold,"
-        f" FX, distinct players)"
+        f"naive per-event  {naive_s:7.2f}s  {n / naive_s:9,.0f} events/s  (last "
+        f"publish; the job returned after {naive_end - naive_start:.2f}s; {naive_events:,} "
+        f"of {sent['messages']:,} messages counted in panes, {naive_windows}/{windows} windows "
+        f"ON_TIME; no validation, dedup, bronze, gold, FX, distinct players)"
     )
-    print(
-        f"ratio betlake/naive events/s: {betlake_rate / naive_rate:.2f}x end to end"
-        f" ({args.events / bronze_s / naive_rate:.2f}x to bronze complete)"
-    )
+    naive_rate = n / naive_s
+    print(f"ratio betlake/naive events/s: {done / e2e_s / naive_rate:.2f}x to "
+          f"{done / e2e_low_s / naive_rate:.2f}x end to end ({done / bronze_s / naive_rate:.2f}x "
+          f"betlake to bronze complete)")  # fmt: skip
     print(f"live: {live_sent['messages']:,} messages at {live_rate:,.0f} msg/s "
           f"(asked {args.rate:,.0f}) for {args.rate_seconds:g}s, event time ~x{args.speedup:g} "
-          f"(a window closed every {cadence:.1f}s); counters {live_counters}; bronze "
-          f"complete {live_lag:.2f}s after the last send")  # fmt: skip
+          f"(a window closed every {cadence:.1f}s); counters {live_counters}; "
+          f"{live_lag}")  # fmt: skip
     if delays:
         print(f"  publish delay over {len(delays)} windows ({skipped} closed before the job read "
               f"its first batch, left out): median {statistics.median(delays):.2f}s, "

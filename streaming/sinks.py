@@ -5,7 +5,9 @@ no-stale-overwrite rule), the ``bet-site-stats`` topic, and the stream group's o
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
@@ -102,6 +104,10 @@ class _SeenIds:
             del self.by_window[window]
 
 
+_SEEN: dict[str, tuple[dict[int, _SeenIds], dict[int, _SeenIds]]] = {}
+_SEEN_LOCK = threading.Lock()
+
+
 class StoreTelemetryFn(beam.DoFn):
     """A :class:`PartitionRead` -> its rows made durable, and what the stream's figures take.
 
@@ -115,6 +121,7 @@ class StoreTelemetryFn(beam.DoFn):
 
     def __init__(self, settings: Settings, keep_open_seconds: int) -> None:
         self.settings = settings
+        self.run_id = uuid.uuid4().hex  # one per pipeline: its instances share what they saw
         self.window_us = settings.window_seconds * 1_000_000
         self.lateness_us = settings.allowed_lateness_seconds * 1_000_000
         self.keep_open_us = keep_open_seconds * 1_000_000
@@ -122,8 +129,10 @@ class StoreTelemetryFn(beam.DoFn):
     def setup(self) -> None:
         self.lake = Lake(self.settings.lake)
         self.tally = Tally("telemetry")
-        self.counted: dict[int, _SeenIds] = {}  # in this run's figures, per partition
-        self.stored: dict[int, _SeenIds] = {}  # in bronze, per partition
+        # Shared by every instance of this DoFn in the worker (a runner may hand a partition's
+        # next read to another instance), per run: ids in this run's figures, ids in bronze.
+        with _SEEN_LOCK:
+            self.counted, self.stored = _SEEN.setdefault(self.run_id, ({}, {}))
 
     def _stored_ids(self, read: PartitionRead) -> _SeenIds:
         """Ids of the partition already in bronze from its offsets on (a restart re-reads them)."""

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.coders import PickleCoder
+from apache_beam.coders.coders import IntervalWindowCoder
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
@@ -41,6 +42,7 @@ _MONEY_SUMS = {  # accumulator field -> event type whose amounts it sums
 class SiteWindow:
     """The running figures of one site in one window; money sums are exact, unrounded EUR."""
 
+    window_start_us: int = 0  # which window: placed there by EventWindows, not by timestamps
     events: int = 0
     players: set[str] = field(default_factory=set)
     vip_players: set[str] = field(default_factory=set)
@@ -110,7 +112,7 @@ class PreAggregateFn(beam.DoFn):
     """An Arrow batch of events -> one ``(site_id, SiteWindow)`` per (window, site) in it.
 
     Joins the reference snapshot (site currency, VIP players, EUR rates) with vectorised
-    kernels; each output is timestamped at its window's start, so windowing places it.
+    kernels; each output names its window and keeps the batch's timestamp (see EventWindows).
     """
 
     def __init__(self, window_seconds: int, lake_root: str) -> None:
@@ -163,6 +165,7 @@ class PreAggregateFn(beam.DoFn):
         )
         for row in partials.to_pylist():
             partial = SiteWindow(
+                window_start_us=row["window_start"],
                 events=row["player_id_count"],
                 players=set(row["player_id_distinct"]),
                 vip_players=set(row["vip_player_distinct"]),
@@ -171,9 +174,26 @@ class PreAggregateFn(beam.DoFn):
                 unpriced_events=row["unpriced_sum"],
                 **{name: row[f"{name}_sum"] or Decimal(0) for name in _MONEY_SUMS},
             )
-            yield window.TimestampedValue(
-                (row["site_id"], partial), Timestamp(micros=row["window_start"])
-            )
+            yield row["site_id"], partial
+
+
+class EventWindows(window.NonMergingWindowFn):
+    """Fixed windows aligned to the epoch, chosen by the window a partial names rather than by
+    its timestamp. A partial keeps the timestamp of the batch it came from, which held the
+    watermark until it was read; re-stamping it at its window's start would make it late on
+    arrival, and free to be dropped once the watermark moves on before the window has it."""
+
+    def __init__(self, window_seconds: int) -> None:
+        self.size_us = window_seconds * 1_000_000
+
+    def assign(self, context: window.WindowFn.AssignContext) -> list[window.IntervalWindow]:
+        start = context.element[1].window_start_us
+        return [
+            window.IntervalWindow(Timestamp(micros=start), Timestamp(micros=start + self.size_us))
+        ]
+
+    def get_window_coder(self) -> IntervalWindowCoder:
+        return IntervalWindowCoder()
 
 
 class MergeSiteWindowsFn(beam.CombineFn):
@@ -281,9 +301,10 @@ class ToStatsRowFn(beam.DoFn):
 class SiteWindowStats(beam.PTransform):
     """Arrow batches of validated events -> ``site_window_stats`` rows, one per firing.
 
-    Fixed event-time windows aligned to the epoch; a pane fires when the watermark passes the
-    window's end (ON_TIME), then once per late batch until ``allowed_lateness_seconds`` have
-    passed (LATE); every pane carries the window's whole current value. The reference data is
+    Fixed event-time windows aligned to the epoch (:class:`EventWindows`); a pane fires when the
+    watermark passes the window's end (ON_TIME), then once per late batch until
+    ``allowed_lateness_seconds`` have passed (LATE); every pane carries the window's whole
+    current value. The reference data is
     read from the lake and reloaded when it changes. In a batch run (``pane_label`` BATCH)
     every window fires exactly once, so there is nothing to accumulate.
     """
@@ -307,7 +328,7 @@ class SiteWindowStats(beam.PTransform):
             | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.window_seconds, self.lake_root))
             | "EventTimeWindows"
             >> beam.WindowInto(
-                window.FixedWindows(self.window_seconds),
+                EventWindows(self.window_seconds),
                 trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
                 accumulation_mode=trigger.AccumulationMode.DISCARDING,
                 allowed_lateness=Duration(seconds=self.allowed_lateness_seconds),
