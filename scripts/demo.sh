@@ -27,7 +27,7 @@ echo; echo "== the day mirrored to BigQuery (the local emulator) =="
 bash scripts/bigquery_emulator.sh start
 export BETLAKE_BIGQUERY_ENDPOINT=http://127.0.0.1:9050
 .venv/bin/dagster asset materialize -m betlake.definitions --select site_window_stats_bigquery \
-  --partition-range "${day}-00:00...${day}-23:55" 2>&1 | grep -E "RUN_SUCCESS|RUN_FAILURE|Error"
+  --partition-range "${day}-00:00...${day}-23:55" 2>&1 | grep -oE "RUN_(SUCCESS|FAILURE).*"
 bash scripts/bigquery_emulator.sh stop
 
 echo; echo "== the stream: live telemetry through Kafka, a window published every few seconds =="
@@ -36,13 +36,12 @@ live_start=$(date -u -d '-3 hours' +%Y-%m-%dT%H:%M)
 betlake generate --to kafka --count 120000 --rate 2000 --start "$live_start" --span 2h \
   --seed "$(date +%s)" >/dev/null &
 producer=$!
-trap 'kill $producer 2>/dev/null || true' EXIT
+trap 'kill $producer 2>/dev/null || true; .venv/bin/betlake broker stop >/dev/null' EXIT
 betlake stream --drain-when-idle 15
 betlake query "SELECT window_start, pane, count(*) AS sites, sum(events) AS events,
                       sum(ggr_eur) AS ggr_eur
                FROM site_window_stats WHERE pane <> 'BATCH'
                GROUP BY ALL ORDER BY window_start DESC LIMIT 12"
-betlake broker stop
 
 cat <<TXT
 
