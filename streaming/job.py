@@ -38,12 +38,14 @@ def build_stream(
     beam_lateness = beam_lateness_seconds(
         settings.window_seconds, settings.allowed_lateness_seconds
     )
+    # offsets are committed one window after the allowed lateness: no on-time event remains
+    keep_open = settings.allowed_lateness_seconds + settings.window_seconds
     Reference.from_lake(Lake(settings.lake))  # fails clearly if it is not loaded yet
     stored = (
         pipeline
         | "ReadTelemetry" >> ReadTelemetry(settings, partitions, **read_options)
         | "StoreTelemetry"
-        >> beam.ParDo(StoreTelemetryFn(settings, keep_open_seconds=beam_lateness)).with_outputs(
+        >> beam.ParDo(StoreTelemetryFn(settings, keep_open_seconds=keep_open)).with_outputs(
             StoreTelemetryFn.PROGRESS, main="events"
         )
     )

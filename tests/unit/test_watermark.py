@@ -150,14 +150,14 @@ def test_empty_batch() -> None:
 # ---------------------------------------------------------------- ceiling and Beam lateness
 
 
-def test_beam_keeps_a_window_open_one_window_beyond_the_lateness() -> None:
-    assert beam_lateness_seconds(WINDOW, LATENESS) == 1_200
-    assert beam_lateness_seconds(WINDOW, 0) == WINDOW
+def test_beam_keeps_a_window_open_a_day_beyond_the_lateness() -> None:
+    assert beam_lateness_seconds(WINDOW, LATENESS) == LATENESS + 86_400
+    assert beam_lateness_seconds(WINDOW, 0) == 86_400
 
 
 def test_ceiling_is_min_start_plus_window_plus_beam_lateness_less_a_microsecond() -> None:
     ceiling = watermark_ceiling(starts(600, 0, 300), WINDOW, LATENESS)
-    assert ceiling == T0 + (300 + 1_200) * S - 1
+    assert ceiling == T0 + (WINDOW + beam_lateness_seconds(WINDOW, LATENESS)) * S - 1
     assert type(ceiling) is int
 
 
