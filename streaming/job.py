@@ -60,7 +60,9 @@ def build_stream(
         (stored[StoreTelemetryFn.PROGRESS], published)
         | "StoredAndPublished" >> beam.Flatten()
         | "CommitOffsets"
-        >> beam.ParDo(CommitOffsetsFn(settings)).with_input_types(tuple[int, tuple[int, int, int]])
+        >> beam.ParDo(CommitOffsetsFn(settings)).with_input_types(
+            beam.typehints.KV[int, beam.typehints.Tuple[int, int, int]]
+        )
     )
 
 
