@@ -28,7 +28,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import tempfile
 import threading
@@ -59,6 +58,7 @@ from betlake.kafka import (
     ensure_topic,
     partitions_of,
     producer,
+    read_topic,
 )
 from betlake.lake import Lake
 from betlake.reference import REFERENCE_TABLES, read_reference_csv
@@ -175,39 +175,11 @@ class ProducerProcess:
         self.process.join(10)
 
 
-def read_topic(settings: Settings, topic: str, timeout: float = 60) -> list[tuple[dict, float]]:
-    """Every message of ``topic`` from the start: (JSON value, producer timestamp in s)."""
-    consumer = Consumer(client_config(
-        settings, **{"group.id": f"bench-reader-{time.time_ns()}", "enable.auto.commit": False,
-                     "auto.offset.reset": "earliest"}))  # fmt: skip
-    try:
-        ends = {}
-        for partition in partitions_of(settings, topic):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
-            if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        messages: list[tuple[dict, float]] = []
-        deadline = time.monotonic() + timeout
-        while ends and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
-                if message.error():
-                    continue
-                messages.append((json.loads(message.value()), message.timestamp()[1] / 1000))
-                if message.offset() + 1 >= ends.get(message.partition(), 0):
-                    ends.pop(message.partition(), None)
-        if ends:
-            raise RuntimeError(f"timed out reading {topic} to its end")
-        return messages
-    finally:
-        consumer.close()
-
-
-def first_on_time(messages: list[tuple[dict, float]]) -> dict[int, float]:
+def first_on_time(messages: list[tuple[str, dict | None, float]]) -> dict[int, float]:
     """Per window start (epoch us), when its first ON_TIME figure was published."""
     first: dict[int, float] = {}
-    for value, published in messages:
-        if value["pane"] == "ON_TIME":
+    for _, value, published in messages:
+        if value is not None and value["pane"] == "ON_TIME":
             start = epoch_us(datetime.fromisoformat(value["window_start"]))
             first[start] = min(first.get(start, published), published)
     return first
@@ -485,21 +457,6 @@ def run_naive(settings: Settings, topic: str, stats_topic: str) -> None:
 # ------------------------------------------------------------------------- phases
 
 
-def free_port_pair() -> int:
-    """A free 127.0.0.1 port whose successor (the controller port) is free too."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair found")
-
-
 def lake_settings(root: Path, bootstrap: str, prefix: str) -> Settings:
     """Settings for a fresh lake under ``root`` with the sample reference loaded."""
     settings = Settings.from_env({
@@ -559,7 +516,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="betlake-stream-bench-"))
-    bootstrap = f"127.0.0.1:{free_port_pair()}"
+    bootstrap = f"127.0.0.1:{broker.free_port_pair()}"
     producers: list[ProducerProcess] = []
     print(f"machine: {machine()}")
     broker_pid = broker.start(bootstrap, home=work / "kafka", timeout=180)
@@ -604,7 +561,7 @@ def main() -> None:
         bronze.stop.set()
         bronze.join()
         published = read_topic(settings, settings.stats_topic)
-        last_publish = max(ts for _, ts in published)
+        last_publish = max(ts for _, _, ts in published)
         bronze_s = (bronze.complete or job_end) - job_start
         # the drain waits DRAIN_IDLE s after the last message read; the naive job needs no such
         # wait (it ends at the backlog's last offset), but the wait may overlap with bronze
@@ -628,9 +585,9 @@ def main() -> None:
             run_naive(settings, settings.telemetry_topic, naive_topic)
             naive_end = time.time()
         naive_published = read_topic(settings, naive_topic)
-        naive_last = max(ts for _, ts in naive_published)
+        naive_last = max(ts for _, _, ts in naive_published)
         naive_s = naive_last - naive_start
-        naive_events = sum(v["events"] for v, _ in naive_published)
+        naive_events = sum(v["events"] for _, v, _ in naive_published)
         naive_windows = len(first_on_time(naive_published))
 
         # 3. live, rate-limited

@@ -253,6 +253,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A free 127.0.0.1 port whose successor (the default controller port) is free too."""
+    for _ in range(50):
+        port = _free_port()
+        if _port_free(port + 1):
+            return port
+    raise BrokerError("no free pair of ports on 127.0.0.1")
+
+
 def _read_state(paths: BrokerPaths) -> dict[str, object]:
     try:
         return dict(json.loads(paths.state_file.read_text()))

@@ -159,8 +159,11 @@ def publish_corrections(settings: Settings, before: list[dict], after: list[dict
     return publish(out, settings.stats_topic, changed) + len(gone)
 
 
-def read_latest(settings: Settings, topic: str, timeout: float = 30) -> dict[str, dict]:
-    """Read ``topic`` from the start to its current end: the latest JSON value per key."""
+def read_topic(
+    settings: Settings, topic: str, timeout: float = 60
+) -> list[tuple[str, dict | None, float]]:
+    """Every message of ``topic`` from the start to its current end: (key, JSON value or None
+    for a tombstone, broker timestamp in seconds), in partition order."""
     consumer = Consumer(client_config(
         settings, **{"group.id": f"betlake-reader-{time.time_ns()}", "enable.auto.commit": False,
                      "auto.offset.reset": "earliest"}))  # fmt: skip
@@ -171,24 +174,35 @@ def read_latest(settings: Settings, topic: str, timeout: float = 30) -> dict[str
             if high > low:
                 ends[partition] = high
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        latest: dict[str, dict] = {}
+        messages: list[tuple[str, dict | None, float]] = []
         deadline = time.monotonic() + timeout
         while ends and time.monotonic() < deadline:
             for message in consumer.consume(1000, 0.5):
                 if message.error():
                     continue
-                key = message.key().decode()
-                if message.value() is None:  # a tombstone: the row is gone
-                    latest.pop(key, None)
-                else:
-                    latest[key] = json.loads(message.value())
+                value = message.value()
+                messages.append((
+                    message.key().decode(), None if value is None else json.loads(value),
+                    message.timestamp()[1] / 1000,
+                ))  # fmt: skip
                 if message.offset() + 1 >= ends.get(message.partition(), 0):
                     ends.pop(message.partition(), None)
         if ends:
             raise KafkaError(f"timed out reading {topic} to its end")
-        return latest
+        return messages
     finally:
         consumer.close()
+
+
+def read_latest(settings: Settings, topic: str, timeout: float = 60) -> dict[str, dict]:
+    """The latest JSON value per key of ``topic`` (what a compacted topic's reader holds)."""
+    latest: dict[str, dict] = {}
+    for key, value, _ in read_topic(settings, topic, timeout):
+        if value is None:  # a tombstone: the row is gone
+            latest.pop(key, None)
+        else:
+            latest[key] = value
+    return latest
 
 
 def stream_consumer(settings: Settings) -> Consumer:

@@ -16,7 +16,6 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from betlake import broker
-from tests.integration.conftest import free_port_pair
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +35,7 @@ def _answers(port: int) -> bool:
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, int]]:
     """Run a broker on a free port with a tmp home: (bootstrap, home, pid)."""
     home = tmp_path_factory.mktemp("kafka-home")
-    bootstrap = f"127.0.0.1:{free_port_pair()}"
+    bootstrap = f"127.0.0.1:{broker.free_port_pair()}"
     pid = broker.start(bootstrap, home=home, timeout=180)
     try:
         yield bootstrap, home, pid
