@@ -22,9 +22,11 @@ WALL = T0 + 3_600 * S  # the wall clock, an hour later
 
 
 def fresh() -> tuple[PartitionWatermark, float]:
-    """A partition watermark and a monotonic 'now' just after it was made (not idle)."""
+    """A partition watermark and a 'now' just after it last saw a message (not idle). The
+    clock times are exact binary fractions, so now + IDLE - now is exactly IDLE."""
     clock = PartitionWatermark(BOUND, IDLE)
-    return clock, clock.last_message + 0.5
+    clock.last_message = 1000.0
+    return clock, 1000.5
 
 
 # ---------------------------------------------------------------- PartitionWatermark
@@ -66,7 +68,7 @@ def test_idle_partition_follows_the_wall_clock() -> None:
 
 
 def test_idle_partition_without_events_follows_the_wall_clock() -> None:
-    clock = PartitionWatermark(BOUND, IDLE)
+    clock, _ = fresh()
     assert clock.value(clock.last_message + IDLE, WALL) == WALL - BOUND * S
 
 
