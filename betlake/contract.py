@@ -28,9 +28,7 @@ EVENT_TYPES = (
     "heartbeat",
 )
 MONEY_EVENT_TYPES = frozenset({"bet_placed", "bet_settled", "deposit", "withdrawal"})
-REQUIRED_FIELDS = ("event_id", "event_type", "event_time", "player_id", "site_id")
 SEGMENTS = ("vip", "regular", "new")
-PANES = ("ON_TIME", "LATE", "BATCH")
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster partition key of the window starting then
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")

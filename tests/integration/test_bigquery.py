@@ -22,10 +22,9 @@ from betlake.config import Settings
 from betlake.contract import SITE_WINDOW_STATS, to_utc
 from betlake.defs.bigquery import bigquery_resource, site_window_stats_bigquery
 from betlake.defs.resources import BetlakeResource
-from betlake.ingest import ingest_files
 from betlake.lake import Lake
 from streaming.batch import reprocess
-from tests.integration.test_site_window_stats import EXPECTED, SCENARIO, A, B, C
+from tests.integration.test_site_window_stats import EXPECTED, A, B, C, ingest_scenario
 
 PROJECT = Path(__file__).resolve().parents[2]
 SCRIPT = PROJECT / "scripts" / "bigquery_emulator.sh"
@@ -163,9 +162,7 @@ def lake_figures(lake: Lake, start: datetime, end: datetime) -> list[WindowFigur
 def test_asset_mirrors_the_lake_figures_through_dagster(
     env: Settings, loaded_lake: Lake, instance, bigquery, client: Client, tmp_path: Path
 ) -> None:
-    telemetry = tmp_path / "scenario.jsonl"
-    telemetry.write_text("\n".join(SCENARIO) + "\n")
-    ingest_files(env, [telemetry], show_progress=False)
+    ingest_scenario(env, tmp_path)
     reprocess(env, A, C)
     stale = {**EXPECTED[0], "site_id": "s-gone"}  # in BigQuery only: the run must remove it
     mirror_range(client, bigquery.dataset, TABLE, gold(stale), A, C)

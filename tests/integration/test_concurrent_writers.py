@@ -12,11 +12,10 @@ import pyarrow as pa
 
 from betlake.config import Settings
 from betlake.contract import SITE_WINDOW_STATS
-from betlake.ingest import ingest_files
 from betlake.lake import Lake
 from streaming.batch import reprocess
 from streaming.sinks import NEWER_PANE
-from tests.integration.test_site_window_stats import EXPECTED, SCENARIO, A, C, gold_rows
+from tests.integration.test_site_window_stats import EXPECTED, A, C, gold_rows, ingest_scenario
 
 
 def stream_panes(round_: int) -> pa.Table:
@@ -33,9 +32,7 @@ def stream_panes(round_: int) -> pa.Table:
 def test_stream_and_reprocess_writers_on_the_same_windows(
     settings: Settings, loaded_lake: Lake, tmp_path: Path, caplog
 ) -> None:
-    telemetry = tmp_path / "scenario.jsonl"
-    telemetry.write_text("\n".join(SCENARIO) + "\n")
-    ingest_files(settings, [telemetry], show_progress=False)
+    ingest_scenario(settings, tmp_path)
     errors: list[BaseException] = []
     start, reprocessed = threading.Barrier(2), threading.Event()
 

@@ -15,7 +15,7 @@ from betlake.defs.resources import BetlakeResource
 from betlake.ingest import ingest_files
 from betlake.lake import Lake
 from streaming.batch import reprocess
-from tests.integration.test_site_window_stats import SCENARIO, gold_rows
+from tests.integration.test_site_window_stats import gold_rows, ingest_scenario
 
 DAY = datetime(2026, 11, 24, tzinfo=UTC)
 RANGE = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -43,9 +43,7 @@ def tick(instance: dg.DagsterInstance, cursor: str | None):
 def test_sensor_requests_one_run_per_range_of_late_windows(
     env: Settings, loaded_lake: Lake, instance, tmp_path: Path
 ) -> None:
-    scenario = tmp_path / "scenario.jsonl"
-    scenario.write_text("\n".join(SCENARIO) + "\n")
-    ingest_files(env, [scenario], show_progress=False)
+    ingest_scenario(env, tmp_path)
     reprocess(env, DAY, DAY + timedelta(days=1, minutes=10))
     requests, cursor = tick(instance, None)
     assert requests == []  # everything ingested so far is in the reprocessed figures

@@ -18,11 +18,17 @@ from betlake.contract import BET_SITES, SITE_WINDOW_STATS
 from betlake.defs.gold import site_window_stats
 from betlake.defs.reference import reference_assets, site_currencies_have_rates
 from betlake.defs.resources import BetlakeResource
-from betlake.ingest import ingest_files
 from betlake.lake import Lake
 from streaming.batch import reprocess
 from tests.conftest import write_reference_csv
-from tests.integration.test_site_window_stats import EXPECTED, SCENARIO, A, B, gold_rows
+from tests.integration.test_site_window_stats import (
+    EXPECTED,
+    A,
+    B,
+    gold_rows,
+    ingest_scenario,
+    scenario_file,
+)
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -76,9 +82,7 @@ def test_bad_reference_file_fails_loudly_and_keeps_the_last_good_table(
 def test_partition_range_run_replaces_exactly_its_range(
     env: Settings, loaded_lake: Lake, instance, tmp_path: Path
 ) -> None:
-    telemetry = tmp_path / "scenario.jsonl"
-    telemetry.write_text("\n".join(SCENARIO) + "\n")
-    ingest_files(env, [telemetry], show_progress=False)
+    ingest_scenario(env, tmp_path)
     reprocess(env, A, datetime(2026, 11, 25, 0, 10, tzinfo=UTC))
     outside = gold_rows(loaded_lake)[-1]  # B..C is outside the range run below
     stale = {**outside, "window_start": A, "window_end": B, "site_id": "s-gone"}
@@ -127,8 +131,7 @@ def test_reprocess_and_query_commands_end_to_end(settings: Settings, tmp_path: P
         "BETLAKE_REFERENCE": str(settings.reference),
         "COLUMNS": "200",
     }
-    telemetry = tmp_path / "scenario.jsonl"
-    telemetry.write_text("\n".join(SCENARIO) + "\n")
+    telemetry = scenario_file(tmp_path)
 
     for args in (["reference"], ["ingest", str(telemetry)]):
         done = betlake_cli(*args, env=env)

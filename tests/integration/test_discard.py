@@ -9,16 +9,13 @@ import pytest
 from betlake.config import BetlakeError, Settings
 from betlake.contract import TELEMETRY_DISCARDED, TELEMETRY_RAW
 from betlake.discard import discard, restore
-from betlake.ingest import ingest_files
 from betlake.lake import Lake
 from streaming.batch import reprocess
-from tests.integration.test_site_window_stats import EXPECTED, SCENARIO, A, B, C, gold_rows
+from tests.integration.test_site_window_stats import EXPECTED, A, B, C, gold_rows, ingest_scenario
 
 
 def test_discard_then_restore_round_trip(settings: Settings, loaded_lake: Lake, tmp_path: Path):
-    telemetry = tmp_path / "scenario.jsonl"
-    telemetry.write_text("\n".join(SCENARIO) + "\n")
-    ingest_files(settings, [telemetry], show_progress=False)
+    ingest_scenario(settings, tmp_path)
     reprocess(settings, A, C)
     assert gold_rows(loaded_lake) == EXPECTED
 

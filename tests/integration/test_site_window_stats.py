@@ -13,7 +13,7 @@ from pathlib import Path
 
 from betlake.config import Settings
 from betlake.contract import SITE_WINDOW_STATS
-from betlake.ingest import ingest_files
+from betlake.ingest import IngestReport, ingest_files
 from betlake.lake import Lake
 from streaming.batch import reprocess
 
@@ -91,6 +91,18 @@ EXPECTED = [
 ]  # fmt: skip
 
 
+def scenario_file(folder: Path) -> Path:
+    """The scenario as a JSON lines file in ``folder``."""
+    path = folder / "scenario.jsonl"
+    path.write_text("\n".join(SCENARIO) + "\n")
+    return path
+
+
+def ingest_scenario(settings: Settings, folder: Path) -> IngestReport:
+    """Ingest the scenario from a file, as ``betlake ingest`` does."""
+    return ingest_files(settings, [scenario_file(folder)], show_progress=False)
+
+
 def gold_rows(lake: Lake) -> list[dict]:
     rows = lake.scan(SITE_WINDOW_STATS).to_pylist()
     for row in rows:
@@ -101,10 +113,7 @@ def gold_rows(lake: Lake) -> list[dict]:
 def test_scenario_figures_match_hand_computed_rows(
     settings: Settings, loaded_lake: Lake, tmp_path: Path
 ) -> None:
-    telemetry = tmp_path / "scenario.jsonl"
-    telemetry.write_text("\n".join(SCENARIO) + "\n")
-
-    report = ingest_files(settings, [telemetry], show_progress=False)
+    report = ingest_scenario(settings, tmp_path)
     assert (report.stored, report.duplicates, report.rejected) == (15, 1, 2)
 
     result = reprocess(settings, datetime(2026, 11, 24, 23, 0, tzinfo=UTC), C)
@@ -117,9 +126,7 @@ def test_scenario_figures_match_hand_computed_rows(
 def test_reprocessing_unchanged_input_gives_identical_figures(
     settings: Settings, loaded_lake: Lake, tmp_path: Path
 ) -> None:
-    telemetry = tmp_path / "scenario.jsonl"
-    telemetry.write_text("\n".join(SCENARIO) + "\n")
-    ingest_files(settings, [telemetry], show_progress=False)
+    ingest_scenario(settings, tmp_path)
 
     reprocess(settings, A, C)
     first = gold_rows(loaded_lake)
