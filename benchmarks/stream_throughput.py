@@ -56,6 +56,7 @@ from betlake.kafka import (
     client_config,
     committed_offsets,
     ensure_topic,
+    keep_pace,
     partitions_of,
     producer,
     read_topic,
@@ -136,10 +137,7 @@ def produce_telemetry(
                 next_threshold += window_us
         if sent % 100 == 0:
             out.poll(0)
-            if rate:
-                ahead = sent / rate - (time.monotonic() - began)
-                if ahead > 0:
-                    time.sleep(ahead)
+            keep_pace(sent, rate, began)
     if out.flush(120):
         raise RuntimeError(f"{len(out)} messages were not delivered to {topic}")
     valid_times = times[times >= 0]

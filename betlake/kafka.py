@@ -66,6 +66,14 @@ def producer(settings: Settings, **extra: object) -> Producer:
     )
 
 
+def keep_pace(sent: int, rate: float | None, began: float) -> None:
+    """Sleep so that ``sent`` messages since ``began`` (monotonic) go at most ``rate`` a second."""
+    if rate:
+        ahead = sent / rate - (time.monotonic() - began)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
 def produce(
     settings: Settings,
     topic: str,
@@ -86,10 +94,7 @@ def produce(
         if sent % 1000 == 0:
             out.poll(0)
             yield sent
-            if rate:
-                ahead = sent / rate - (time.monotonic() - began)
-                if ahead > 0:
-                    time.sleep(ahead)
+            keep_pace(sent, rate, began)
     if out.flush(60):
         raise KafkaError(f"{len(out)} messages were not delivered to {topic}")
     yield sent
