@@ -160,6 +160,12 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
     logging.getLogger("betlake").setLevel(logging.INFO)
     counters = run_stream(settings, drain_when_idle=args.drain_when_idle)
     console.print("stream stopped: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+    # Everything is durable now. The runner's worker threads (gRPC, librdkafka) may still be
+    # winding down, and tearing the interpreter down under them can crash it: leave at once.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def cmd_reference(args: argparse.Namespace, settings: Settings) -> None:

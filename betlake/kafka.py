@@ -239,6 +239,18 @@ def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> 
         consumer.close()
 
 
+def end_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
+    """The end offset (next offset to be written) of each partition."""
+    consumer = stream_consumer(settings)
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10, cached=False)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
 def commit(consumer: Consumer, topic: str, offsets: dict[int, int]) -> None:
     """Commit the stream group's next offsets (synchronously)."""
     consumer.commit(

@@ -10,12 +10,12 @@ import threading
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
-from betlake.config import Settings
-from betlake.kafka import ensure_topic, partitions_of
+from betlake.config import BetlakeError, Settings
+from betlake.kafka import committed_offsets, end_offsets, ensure_topic, partitions_of
 from betlake.lake import Lake
 from betlake.reference import Reference
-from streaming.kafka_source import ReadTelemetry
-from streaming.runners import counters, pipeline_options
+from streaming.kafka_source import PARTITION_METRICS, ReadTelemetry
+from streaming.runners import counters, stream_options
 from streaming.sinks import CommitOffsetsFn, PublishPanesFn, StoreTelemetryFn
 from streaming.windows import SiteWindowStats, beam_lateness_seconds
 
@@ -68,12 +68,12 @@ def build_stream(
 
 def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict[str, int]:
     """Run the job until SIGINT/SIGTERM (or, with ``drain_when_idle``, until the topic has been
-    quiet that long and every window has fired); returns its counters."""
+    quiet that long, every partition is read to its end and every window has fired); returns
+    its counters. A stop by signal cancels the pipeline first and the runner after it."""
     ensure_topic(settings, settings.telemetry_topic)
     ensure_topic(settings, settings.stats_topic, compacted=True)
     partitions = partitions_of(settings, settings.telemetry_topic)
-    pipeline = beam.Pipeline(options=pipeline_options(streaming=True))
-    build_stream(pipeline, settings, partitions, drain_when_idle=drain_when_idle)
+    starts = committed_offsets(settings, settings.telemetry_topic, partitions)
     stop, asked = threading.Event(), threading.Event()
 
     def ask_to_stop(*_: object) -> None:
@@ -82,27 +82,68 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, ask_to_stop)
-    log.info("reading %s (%d partitions) from %s", settings.telemetry_topic, len(partitions),
-             settings.kafka_bootstrap)  # fmt: skip
-    result = pipeline.run()
     failure: list[BaseException] = []
+    with stream_options() as options:
+        pipeline = beam.Pipeline(options=options)
+        build_stream(pipeline, settings, partitions, drain_when_idle=drain_when_idle)
+        log.info("reading %s (%d partitions) from %s", settings.telemetry_topic,
+                 len(partitions), settings.kafka_bootstrap)  # fmt: skip
+        result = pipeline.run()
 
-    def wait() -> None:
-        try:
-            result.wait_until_finish()
-        except BaseException as error:  # handed to the main thread
-            failure.append(error)
-        finally:
-            stop.set()
+        def wait() -> None:
+            try:
+                result.wait_until_finish()
+            except BaseException as error:  # handed to the main thread
+                failure.append(error)
+            finally:
+                stop.set()
 
-    finished = threading.Thread(target=wait, daemon=True)
-    finished.start()
-    stop.wait()
-    if not PipelineState.is_terminal(result.state):
-        log.info("stopping: committed offsets stand; open windows are re-read at the next start")
-        result.cancel()
-    finished.join(timeout=30)
-    if failure and not asked.is_set():  # a cancelled job reports itself as failed
-        raise failure[0]
-    totals = counters(result)
+        finished = threading.Thread(target=wait, daemon=True)
+        finished.start()
+        stop.wait()
+        if not PipelineState.is_terminal(result.state):
+            log.info(
+                "stopping: committed offsets stand; open windows are re-read at the next start"
+            )
+            _quiet_shutdown()
+            result.cancel()
+        finished.join(timeout=5)
+        if failure and not asked.is_set():  # a cancelled job reports itself as failed
+            raise failure[0]
+        totals, positions = counters(result), counters(result, PARTITION_METRICS)
+    if drain_when_idle is not None and not asked.is_set():
+        check_drained(settings, starts, positions)
     return {name: totals.get(name, 0) for name in COUNTERS}
+
+
+def _quiet_shutdown() -> None:
+    """A stop asked for is not an error: the runner's and the worker threads' complaints about
+    the cancelled pipeline (closed streams, failed bundles) go to the debug log."""
+    logging.getLogger("betlake.prism").setLevel(logging.CRITICAL)
+
+    def to_debug(hook: threading.ExceptHookArgs) -> None:
+        log.debug("worker thread %s ended at shutdown: %r", hook.thread, hook.exc_value)
+
+    threading.excepthook = to_debug
+
+
+def check_drained(settings: Settings, starts: dict[int, int], metrics: dict[str, int]) -> None:
+    """A drained run must have read every partition to the end offset it had when the topic
+    went quiet: log it, or raise naming what was left unread."""
+    unread = {}
+    for partition, start in sorted(starts.items()):
+        read_to = start + metrics.get(f"read_{partition}", 0)
+        end = metrics.get(f"drained_end_{partition}", read_to)
+        if read_to != end:
+            unread[partition] = end - read_to
+    if unread:
+        detail = ", ".join(f"partition {p}: {n}" for p, n in unread.items())
+        log.error("drain incomplete: messages left unread (%s)", detail)
+        raise BetlakeError(f"the drained run left messages unread ({detail})")
+    ends = end_offsets(settings, settings.telemetry_topic, list(starts))
+    arrived = sum(ends.values()) - sum(
+        metrics.get(f"drained_end_{p}", start) for p, start in starts.items()
+    )
+    log.info("drained: every partition read to its end offset (%s)%s",
+             ", ".join(f"{p}: {ends[p]}" for p in sorted(ends)),
+             f"; {arrived} messages arrived after the drain began" if arrived else "")  # fmt: skip

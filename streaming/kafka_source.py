@@ -1,15 +1,20 @@
 """The Kafka source: a portable Splittable DoFn reading ``player-telemetry`` in batches.
 
 One restriction per partition (an unbounded offset range starting at the stream group's
-committed offset); each call polls a batch, validates it with the contract code, emits it as one
-element and defers the remainder. A manual watermark estimator tracks the contract's watermark:
-the highest event time seen in the partition minus the out-of-orderness bound; a partition with
-no message for the idle timeout (and nothing left unread) follows the wall clock instead, so it
-never holds the job back.
+committed offset); each call polls a batch, validates it with the contract code, decides each
+event's lateness once (:mod:`streaming.ledger`), emits it as one element and defers the
+remainder. A manual watermark estimator tracks the contract's watermark: the highest event time
+seen in the partition minus the out-of-orderness bound; a partition with no message for the idle
+timeout (and nothing left unread) follows the wall clock instead, so it never holds the job back.
+
+Why not Beam's ``ReadFromKafka``: in Python it is a cross-language transform that needs a Java
+expansion service (a jar and a JVM per job), and its watermark comes from Kafka's record
+timestamps, not from the event time inside the payload that the contract's windows are about.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,31 +22,74 @@ from datetime import UTC, datetime
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.shared import Shared
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from confluent_kafka import KafkaException, TopicPartition
 
 from betlake.config import Settings
-from betlake.contract import RawBatch, Validated, epoch_us, validate
+from betlake.contract import TELEMETRY_RAW, RawBatch, epoch_us, validate
 from betlake.kafka import committed_offsets, stream_consumer
+from betlake.lake import Lake
+from streaming.ledger import EventLedger
 from streaming.windows import arrived_too_late, watermark_ceiling
 
 END_OF_PARTITION = 2**63 - 1
+PARTITION_METRICS = "betlake.partition"  # counters per partition: read_<n>, drained_end_<n>
+log = logging.getLogger("betlake.stream")
 
 
 @dataclass(frozen=True)
 class PartitionRead:
-    """One poll of one partition: its offsets, and the validated messages, each event flagged
-    ``arrived_late`` by the partition's watermark when it arrived."""
+    """One poll of one partition: its offsets, the events bronze lacks (``arrived_late`` decided
+    for good), the on-time events the figures take now, and the rejected messages."""
 
     partition: int
     first_offset: int
     next_offset: int
-    validated: Validated
+    to_store: pa.Table  # telemetry_raw rows
+    figures: pa.Table  # telemetry_raw rows
+    rejected: pa.Table  # telemetry_rejected rows
+    events: int  # valid events read (duplicates included)
+    too_late: int  # of which flagged arrived_late
     watermark_us: int | None
     ceiling_us: int | None  # the watermark may not pass this yet (see watermark_ceiling)
+
+
+class TopicEnds:
+    """The topic's end offsets, polled at most once a second, and since when none has moved:
+    the drain decision is for the whole topic, never for one partition alone."""
+
+    def __init__(self, topic: str, partitions: list[int]) -> None:
+        self.topic, self.partitions = topic, partitions
+        self.ends: dict[int, int] | None = None
+        self.moved = self.polled = time.monotonic()
+
+    def poll(self, consumer, now: float) -> dict[int, int] | None:
+        """The end offsets (None while Kafka does not answer: then nothing is quiet)."""
+        if self.ends is not None and now - self.polled < 1:
+            return self.ends
+        self.polled = now
+        try:
+            ends = {
+                p: consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=5, cached=False
+                )[1]
+                for p in self.partitions
+            }
+        except KafkaException:
+            ends = None
+        if ends is None or ends != self.ends:
+            self.moved = now
+        self.ends = ends
+        return ends
+
+    def quiet_for(self, now: float) -> float:
+        return now - self.moved
 
 
 class PartitionWatermark:
@@ -80,6 +128,12 @@ class PartitionWatermark:
         return min(self.max_event_us - self.bound_us, self.ceiling_us)
 
 
+@dataclass(frozen=True)
+class _Decided:
+    read: PartitionRead
+    latest_event_us: int | None  # the read's latest valid event time, for the watermark
+
+
 class _InOrderTracker(OffsetRestrictionTracker):
     """An offset tracker that checkpoints but never splits: one reader per partition."""
 
@@ -101,14 +155,17 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
     def __init__(
         self,
         settings: Settings,
+        partitions: list[int],
         batch_size: int = 20_000,
         poll_seconds: float = 0.2,
         drain_when_idle: float | None = None,
     ) -> None:
         self.settings = settings
+        self.partitions = partitions
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.drain_when_idle = drain_when_idle
+        self.ledger_handle = Shared()  # one ledger for every reader of a worker
 
     def initial_restriction(self, partition: int) -> OffsetRange:
         topic = self.settings.telemetry_topic
@@ -128,14 +185,27 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
         self._consumers: dict[int, object] = {}
         self._positions: dict[int, int] = {}
         self._clocks: dict[int, PartitionWatermark] = {}
+        self._ends = TopicEnds(self.settings.telemetry_topic, self.partitions)
+        self._ledger = self.ledger_handle.acquire(self._new_ledger)
+
+    def _new_ledger(self) -> EventLedger:
+        lake, settings = Lake(self.settings.lake), self.settings
+
+        def bronze(starts: list[int]) -> pa.Table:
+            window_start = pa.array(starts, pa.int64()).cast(TELEMETRY_RAW.schema.field(
+                "window_start").type)  # fmt: skip
+            where = ds.field("event_date").isin(pc.unique(pc.cast(window_start, pa.date32()))) & (
+                ds.field("window_start").isin(window_start)
+            )
+            return lake.scan(TELEMETRY_RAW, ["event_id", "window_start", "arrived_late"], where)
+
+        return EventLedger(bronze, settings.window_seconds, settings.allowed_lateness_seconds)
 
     def teardown(self) -> None:
         for consumer in self._consumers.values():
             consumer.close()
 
     def _consumer(self, partition: int, start: int):
-        from confluent_kafka import TopicPartition
-
         consumer = self._consumers.get(partition)
         if consumer is None:
             consumer = self._consumers[partition] = stream_consumer(self.settings)
@@ -170,33 +240,39 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
         before = estimator.current_watermark()
         if claimed:
             self._positions[partition] = claimed[-1].offset() + 1
-            read = self._validate(partition, claimed, before)
-            latest_us = pc.max(read.validated.events.column("event_time")).value
-            clock.observe(latest_us, now, read.ceiling_us)
-            yield TimestampedValue(read, before or MIN_TIMESTAMP)
-        elif clock.idle_for(now) >= self._idle_threshold() and self._lagging(consumer, partition):
-            clock.observe(None, now, clock.ceiling_us)  # messages wait: not idle, just slow
-        elif self.drain_when_idle is not None and clock.idle_for(now) >= self.drain_when_idle:
-            tracker.try_claim(END_OF_PARTITION)  # the partition is done: the source may end
-            return
+            beam.metrics.Metrics.counter(PARTITION_METRICS, f"read_{partition}").inc(len(claimed))
+            decided = self._validate(partition, claimed, before)
+            clock.observe(decided.latest_event_us, now, decided.read.ceiling_us)
+            yield TimestampedValue(decided.read, before or MIN_TIMESTAMP)
+        else:
+            ends = self._ends.poll(consumer, now)
+            behind = ends is None or ends[partition] > self._positions[partition]
+            if behind and clock.idle_for(now) >= self.settings.idle_timeout_seconds:
+                clock.observe(None, now, clock.ceiling_us)  # messages wait: not idle, just slow
+            elif self._drained(behind, now):
+                log.info("partition %d read to its end offset %d; the topic is quiet: drained",
+                         partition, self._positions[partition])  # fmt: skip
+                beam.metrics.Metrics.counter(PARTITION_METRICS, f"drained_end_{partition}").inc(
+                    self._positions[partition]
+                )
+                tracker.try_claim(END_OF_PARTITION)  # the partition is done: the source may end
+                return
         watermark = clock.value(now, epoch_us(datetime.now(UTC)))
         if watermark is not None and (before is None or watermark > before.micros):
             estimator.set_watermark(Timestamp(micros=watermark))
+            self._ledger.advance(partition, watermark)
         tracker.defer_remainder(Duration(seconds=0 if claimed else self.poll_seconds))
 
-    def _idle_threshold(self) -> float:
-        return min(self.settings.idle_timeout_seconds, self.drain_when_idle or float("inf"))
-
-    def _lagging(self, consumer, partition: int) -> bool:
-        """Whether the partition holds messages past our position (then it is not idle)."""
-        from confluent_kafka import TopicPartition
-
-        _, end = consumer.get_watermark_offsets(
-            TopicPartition(self.settings.telemetry_topic, partition), timeout=5, cached=False
+    def _drained(self, behind: bool, now: float) -> bool:
+        """Whether this partition may end a drained run: it is read to its end offset, and no
+        partition of the topic has received a message for ``drain_when_idle`` seconds."""
+        return (
+            self.drain_when_idle is not None
+            and not behind
+            and self._ends.quiet_for(now) >= self.drain_when_idle
         )
-        return end > self._positions[partition]
 
-    def _validate(self, partition: int, messages: list, before: Timestamp | None) -> PartitionRead:
+    def _validate(self, partition: int, messages: list, before: Timestamp | None) -> _Decided:
         topic = self.settings.telemetry_topic
         offsets = [m.offset() for m in messages]
         batch = RawBatch(
@@ -216,22 +292,29 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
         watermark_us = None if before is None else before.micros
         events = validated.events
         starts = pc.cast(events.column("window_start"), pa.int64()).to_numpy()
-        late = arrived_too_late(
+        by_watermark = arrived_too_late(
             starts, watermark_us, settings.window_seconds, settings.allowed_lateness_seconds
         )
+        decision = self._ledger.decide(events.column("event_id").to_pylist(), starts, by_watermark)
         flagged = events.set_column(
-            events.schema.get_field_index("arrived_late"), "arrived_late", pa.array(late)
+            events.schema.get_field_index("arrived_late"), "arrived_late", pa.array(decision.late)
         )
-        return PartitionRead(
+        read = PartitionRead(
             partition=partition,
             first_offset=offsets[0],
             next_offset=offsets[-1] + 1,
-            validated=Validated(events=flagged, rejected=validated.rejected),
+            to_store=flagged.filter(decision.store),
+            figures=flagged.filter(decision.count),
+            rejected=validated.rejected,
+            events=events.num_rows,
+            too_late=int(decision.late.sum()),
             watermark_us=watermark_us,
             ceiling_us=watermark_ceiling(
-                starts[~late], settings.window_seconds, settings.allowed_lateness_seconds
+                starts[decision.count], settings.window_seconds, settings.allowed_lateness_seconds
             ),
         )
+        latest = pc.max(events.column("event_time")).value if events.num_rows else None
+        return _Decided(read, latest)
 
 
 class ReadTelemetry(beam.PTransform):
@@ -248,7 +331,7 @@ class ReadTelemetry(beam.PTransform):
             pipeline
             | "Partitions" >> beam.Create(self.partitions)
             | "ReadPartitions"
-            >> beam.ParDo(ReadPartitionsFn(self.settings, **self.read_options)).with_output_types(
-                PartitionRead
-            )
+            >> beam.ParDo(
+                ReadPartitionsFn(self.settings, self.partitions, **self.read_options)
+            ).with_output_types(PartitionRead)
         )

@@ -7,8 +7,17 @@ FnApiRunner for batch), ``flink`` or ``dataflow``; ``BETLAKE_PIPELINE_ARGS`` add
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
 import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from apache_beam import __version__ as BEAM_VERSION
@@ -18,6 +27,8 @@ from apache_beam.runners.runner import PipelineResult
 
 from betlake.config import ConfigError
 
+log = logging.getLogger("betlake.stream")
+prism_log = logging.getLogger("betlake.prism")
 RUNNERS = {"local": None, "flink": "FlinkRunner", "dataflow": "DataflowRunner"}
 
 
@@ -32,8 +43,64 @@ def prism_binary() -> Path:
     return binary
 
 
-def pipeline_options(streaming: bool, env: dict[str, str] | None = None) -> PipelineOptions:
-    """Options for a stream (``streaming``) or batch run on the configured platform."""
+def _die_with_parent() -> None:
+    """In the child before exec: its own session (a signal to the job's process group does not
+    reach it), and SIGTERM when the job's process dies, even by kill -9 (Linux)."""
+    os.setsid()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _forward(lines: Iterable[str]) -> None:
+    """Prism's own log lines, into the ``betlake.prism`` logger."""
+    for line in lines:
+        prism_log.warning("%s", line.rstrip())
+
+
+@contextmanager
+def prism_server(timeout: float = 60) -> Iterator[str]:
+    """A Prism job server that the job alone stops: yields its endpoint.
+
+    Beam's PrismRunner starts Prism in the job's process group, so Ctrl-C (or a service
+    manager's SIGTERM to the group) killed Prism under the running pipeline. This one lives in
+    its own session, is stopped after the pipeline, and dies with the job if the job is killed.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(prism_binary()), f"--job_port={port}", "--log_level=warn", "--log_kind=text",
+         "--serve_http=false"],
+        stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
+    )  # fmt: skip
+    threading.Thread(target=_forward, args=(server.stderr,), daemon=True).start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise ConfigError(f"the Prism runner did not start on port {port}") from None
+                time.sleep(0.1)
+        log.info("Prism runner (pid %d) on 127.0.0.1:%d", server.pid, port)
+        yield f"localhost:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def pipeline_options(
+    streaming: bool, env: dict[str, str] | None = None, job_endpoint: str | None = None
+) -> PipelineOptions:
+    """Options for a stream (``streaming``) or batch run on the configured platform; a local
+    stream runs on the Prism job server at ``job_endpoint`` (see :func:`prism_server`)."""
     env = dict(os.environ) if env is None else env
     platform = env.get("BETLAKE_RUNNER", "local")
     if platform not in RUNNERS:
@@ -42,12 +109,9 @@ def pipeline_options(streaming: bool, env: dict[str, str] | None = None) -> Pipe
     if platform != "local":
         args = [f"--runner={RUNNERS[platform]}"]
     elif streaming:
-        args = [
-            "--runner=PrismRunner",
-            f"--prism_location={prism_binary()}",
-            "--environment_type=LOOPBACK",
-            "--prism_log_level=warn",
-        ]
+        args = ["--runner=PrismRunner", "--environment_type=LOOPBACK"]
+        args += [f"--job_endpoint={job_endpoint}"] if job_endpoint else [
+            f"--prism_location={prism_binary()}", "--prism_log_level=warn"]  # fmt: skip
     else:
         # Beam's in-process batch runner, named directly: the DirectRunner would first try a
         # Prism it downloads (impossible here), and leave that failure in Prism's shared server.
@@ -57,7 +121,18 @@ def pipeline_options(streaming: bool, env: dict[str, str] | None = None) -> Pipe
     return PipelineOptions([*args, *extra])
 
 
-def counters(result: PipelineResult) -> dict[str, int]:
-    """The betlake counters of a finished (or cancelled) pipeline run."""
-    query = result.metrics().query(MetricsFilter().with_namespace("betlake"))
+@contextmanager
+def stream_options() -> Iterator[PipelineOptions]:
+    """Options for the stream on the configured platform; locally, with its own Prism server
+    for as long as the block runs."""
+    if os.environ.get("BETLAKE_RUNNER", "local") != "local":
+        yield pipeline_options(streaming=True)
+        return
+    with prism_server() as endpoint:
+        yield pipeline_options(streaming=True, job_endpoint=endpoint)
+
+
+def counters(result: PipelineResult, namespace: str = "betlake") -> dict[str, int]:
+    """The counters in ``namespace`` of a finished (or cancelled) pipeline run."""
+    query = result.metrics().query(MetricsFilter().with_namespace(namespace))
     return {c.key.metric.name: int(c.committed or 0) for c in query["counters"]}

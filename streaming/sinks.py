@@ -5,9 +5,7 @@ no-stale-overwrite rule), the ``bet-site-stats`` topic, and the stream group's o
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import uuid
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
@@ -30,7 +28,7 @@ from betlake.kafka import (
     reachable,
     stream_consumer,
 )
-from betlake.lake import Lake, first_per_key, time_range_filter
+from betlake.lake import Lake, time_range_filter
 from streaming.kafka_source import PartitionRead
 
 log = logging.getLogger("betlake.stream")
@@ -86,119 +84,44 @@ class ReplaceGoldRangeFn(beam.DoFn):
         yield table.num_rows
 
 
-class _SeenIds:
-    """event_ids per window start, forgotten once their window can take no more events."""
-
-    def __init__(self) -> None:
-        self.by_window: dict[int, set[str]] = defaultdict(set)
-
-    def __contains__(self, item: tuple[int, str]) -> bool:
-        window, event_id = item
-        return event_id in self.by_window.get(window, ())
-
-    def add(self, window: int, event_id: str) -> None:
-        self.by_window[window].add(event_id)
-
-    def forget_before(self, window_start_us: int) -> None:
-        for window in [w for w in self.by_window if w < window_start_us]:
-            del self.by_window[window]
-
-
-_SEEN: dict[str, tuple[dict[int, _SeenIds], dict[int, _SeenIds]]] = {}
-_SEEN_LOCK = threading.Lock()
-
-
 class StoreTelemetryFn(beam.DoFn):
     """A :class:`PartitionRead` -> its rows made durable, and what the stream's figures take.
 
-    Rejected messages go to ``telemetry_rejected``; valid events to ``telemetry_raw`` once, with
-    the ``arrived_late`` flag the source gave them. The main output is the on-time events not
-    counted yet (an Arrow table); the ``progress`` output says which offsets are stored and until
-    when their windows stay open, for the offset commits.
+    Rejected messages go to ``telemetry_rejected`` (keyed by origin); the events bronze lacks to
+    ``telemetry_raw``, with the lateness the source decided. The main output is the read's
+    figures (an Arrow table of on-time events not counted yet); the ``progress`` output says
+    which offsets are stored and until when their windows stay open, for the offset commits.
     """
 
     PROGRESS = "progress"
 
     def __init__(self, settings: Settings, keep_open_seconds: int) -> None:
         self.settings = settings
-        self.run_id = uuid.uuid4().hex  # one per pipeline: its instances share what they saw
         self.window_us = settings.window_seconds * 1_000_000
-        self.lateness_us = settings.allowed_lateness_seconds * 1_000_000
         self.keep_open_us = keep_open_seconds * 1_000_000
 
     def setup(self) -> None:
         self.lake = Lake(self.settings.lake)
         self.tally = Tally("telemetry")
-        # Shared by every instance of this DoFn in the worker (a runner may hand a partition's
-        # next read to another instance), per run: ids in this run's figures, ids in bronze.
-        with _SEEN_LOCK:
-            self.counted, self.stored = _SEEN.setdefault(self.run_id, ({}, {}))
-
-    def _stored_ids(self, read: PartitionRead) -> _SeenIds:
-        """Ids of the partition already in bronze from its offsets on (a restart re-reads them)."""
-        if read.partition not in self.stored:
-            seen = self.stored[read.partition] = _SeenIds()
-            again = self.lake.scan(
-                TELEMETRY_RAW,
-                ["event_id", "window_start"],
-                (ds.field("kafka_partition") == read.partition)
-                & (ds.field("kafka_offset") >= read.first_offset),
-            )
-            starts = pc.cast(again.column("window_start"), pa.int64()).to_pylist()
-            for window, event_id in zip(starts, again.column("event_id").to_pylist(), strict=True):
-                seen.add(window, event_id)
-        return self.stored[read.partition]
 
     def process(self, read: PartitionRead, timestamp=beam.DoFn.TimestampParam):
-        self.lake.insert_new(TELEMETRY_REJECTED, read.validated.rejected)
-        events = first_per_key(read.validated.events, ("event_id",))
-        starts = pc.cast(events.column("window_start"), pa.int64()).to_pylist()
-        ids = events.column("event_id").to_pylist()
-        late = events.column("arrived_late").to_pylist()
-        stored, counted = (
-            self._stored_ids(read),
-            self.counted.setdefault(read.partition, _SeenIds()),
-        )
-        new_on_time = [
-            not is_late and (start, event_id) not in stored
-            for start, event_id, is_late in zip(starts, ids, late, strict=True)
-        ]
-        take = [
-            not is_late and (start, event_id) not in counted
-            for start, event_id, is_late in zip(starts, ids, late, strict=True)
-        ]
-        self.lake.append(TELEMETRY_RAW, events.filter(pa.array(new_on_time)))
-        self.lake.insert_new(TELEMETRY_RAW, events.filter(pa.array(late)))  # rare; may be dupes
-        for start, event_id, on_time in zip(starts, ids, take, strict=True):
-            if on_time:
-                stored.add(start, event_id)
-                counted.add(start, event_id)
-        if read.watermark_us is not None:
-            for seen in (stored, counted):
-                seen.forget_before(read.watermark_us - self.window_us - self.lateness_us)
+        self.lake.insert_new(TELEMETRY_REJECTED, read.rejected)
+        self.lake.append(TELEMETRY_RAW, read.to_store)
         self.tally.add(
             messages_in=read.next_offset - read.first_offset,
-            events_in=len(ids),
-            rejected=read.validated.rejected.num_rows,
-            too_late=sum(late),
+            events_in=read.events,
+            rejected=read.rejected.num_rows,
+            too_late=read.too_late,
         )
-        figures = events.filter(pa.array(take))
-        if figures.num_rows:
-            yield figures
-        open_until = max(
-            [
-                s + self.window_us + self.keep_open_us
-                for s, t in zip(starts, take, strict=True)
-                if t
-            ],
-            default=timestamp.micros,
-        )
+        if read.figures.num_rows:
+            yield read.figures
+        starts = pc.cast(read.figures.column("window_start"), pa.int64())
+        last_start = pc.max(starts).as_py() if read.figures.num_rows else None
+        open_until = timestamp.micros
+        if last_start is not None:
+            open_until = max(open_until, last_start + self.window_us + self.keep_open_us)
         yield beam.pvalue.TaggedOutput(
-            self.PROGRESS,
-            (
-                read.partition,
-                (read.first_offset, read.next_offset, max(open_until, timestamp.micros)),
-            ),
+            self.PROGRESS, (read.partition, (read.first_offset, read.next_offset, open_until))
         )
 
 
