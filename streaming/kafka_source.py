@@ -199,7 +199,9 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
             )
             return lake.scan(TELEMETRY_RAW, ["event_id", "window_start", "arrived_late"], where)
 
-        return EventLedger(bronze, settings.window_seconds, settings.allowed_lateness_seconds)
+        return EventLedger(
+            bronze, self.partitions, settings.window_seconds, settings.allowed_lateness_seconds
+        )
 
     def teardown(self) -> None:
         for consumer in self._consumers.values():

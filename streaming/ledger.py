@@ -35,13 +35,20 @@ class Decision:
 class EventLedger:
     """Bronze's lateness decisions and this run's counted events, per open window.
 
-    Shared by every reader of a worker (thread-safe). A window is forgotten once every
-    partition's watermark has passed its close (end plus allowed lateness): nothing is counted
+    Shared by every reader of a worker (thread-safe). A window is forgotten once the watermark
+    of every partition has passed its close (end plus allowed lateness): nothing is counted
     into it any more, and an event for it that comes later is looked up in bronze again.
     """
 
-    def __init__(self, load: BronzeLoader, window_seconds: int, allowed_lateness_seconds: int):
+    def __init__(
+        self,
+        load: BronzeLoader,
+        partitions: list[int],
+        window_seconds: int,
+        allowed_lateness_seconds: int,
+    ) -> None:
         self.load = load
+        self.partitions = frozenset(partitions)
         self.life_us = (window_seconds + allowed_lateness_seconds) * 1_000_000
         self.lock = threading.Lock()
         self.flags: dict[int, dict[str, bool]] = {}  # window start -> event_id -> arrived_late
@@ -90,6 +97,8 @@ class EventLedger:
         """Note a partition's watermark; forget the windows every known partition has closed."""
         with self.lock:
             self.watermarks[partition] = max(watermark_us, self.watermarks.get(partition, 0))
+            if self.watermarks.keys() < self.partitions:
+                return  # a partition not heard of yet may still hold any window open
             lowest = min(self.watermarks.values())
             for start in [s for s in self.flags if s + self.life_us <= lowest]:
                 del self.flags[start]
