@@ -49,7 +49,7 @@ from reprocess_day import machine
 
 from betlake import broker
 from betlake.config import Settings
-from betlake.contract import TELEMETRY_RAW, RawBatch, epoch_us, validate
+from betlake.contract import TELEMETRY_RAW, RawBatch, validate
 from betlake.generate import TelemetrySpec, generate_telemetry
 from betlake.kafka import (
     KafkaError,
@@ -63,9 +63,9 @@ from betlake.kafka import (
 )
 from betlake.lake import Lake
 from betlake.reference import REFERENCE_TABLES, read_reference_csv
+from betlake.windowing import Windowing, epoch_us
 from streaming.job import run_stream
 from streaming.runners import pipeline_options
-from streaming.windows import beam_lateness_seconds
 
 PROJECT = Path(__file__).resolve().parents[1]
 REFERENCE = PROJECT / "data" / "reference"
@@ -432,7 +432,7 @@ def run_naive(settings: Settings, topic: str, stats_topic: str) -> None:
         for p in partitions_of(settings, topic)
     }
     consumer.close()
-    lateness = beam_lateness_seconds(settings.window_seconds, settings.allowed_lateness_seconds)
+    lateness = Windowing.of(settings).beam_lateness_seconds
     pipeline = beam.Pipeline(options=pipeline_options(streaming=True))
     _ = (
         pipeline

@@ -26,8 +26,9 @@ import pyarrow.parquet as pq
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from betlake.contract import SITE_WINDOW_STATS, TIMESTAMP, TableSpec, to_utc
+from betlake.contract import SITE_WINDOW_STATS, TIMESTAMP, TableSpec
 from betlake.lake import Lake
+from betlake.windowing import to_utc
 
 STAGING_HOURS = 6  # a staging table left behind by a killed run expires (on Google) after this
 

@@ -15,8 +15,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from betlake.config import BetlakeError, Settings
-from betlake.contract import PARTITION_FORMAT, epoch_us, to_utc
+from betlake.contract import PARTITION_FORMAT
 from betlake.processes import restore_default_signals
+from betlake.windowing import Windowing, to_utc
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
@@ -175,12 +176,9 @@ def cmd_reference(args: argparse.Namespace, settings: Settings) -> None:
 
 def reprocess_windows(settings: Settings, start: datetime, end: datetime) -> None:
     """Recompute the windows in [start, end) as one Dagster run on the local instance."""
-    width = timedelta(seconds=settings.window_seconds)
-    for name, value in (("--start", start), ("--end", end)):
-        if epoch_us(value) % (settings.window_seconds * 1_000_000):
-            raise BetlakeError(f"{name} {value:%Y-%m-%dT%H:%M:%SZ} is not on a window boundary")
-    if end <= start:
-        raise BetlakeError("--end must be after --start")
+    windowing = Windowing.of(settings)
+    start, end = windowing.check_range(start, end, ("--start", "--end"))
+    width = windowing.width
     if start < settings.partitions_start:
         raise BetlakeError(
             f"{start:%Y-%m-%d} is before the first partition "

@@ -10,12 +10,14 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from betlake.windowing import US, Windowing, epoch_us
 
 EVENT_TYPES = (
     "session_start",
@@ -35,29 +37,8 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 MONEY = pa.decimal128(18, 2)
 RATE = pa.decimal128(18, 10)
 _MAX_AMOUNT = Decimal("9999999999999999.99")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 _MAX_EPOCH_MS = 253_402_300_800_000  # 10000-01-01
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")
-
-
-# ---------------------------------------------------------------- time and windows
-
-
-def window_floor_us(event_time_us: np.ndarray, window_seconds: int) -> np.ndarray:
-    """Start (epoch microseconds) of the epoch-aligned window holding each event time."""
-    width = window_seconds * 1_000_000
-    return event_time_us - event_time_us % width
-
-
-def to_utc(value: datetime) -> datetime:
-    """An aware datetime in UTC; a naive one is taken to be UTC already."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def epoch_us(value: datetime) -> int:
-    """Microseconds since the Unix epoch of a datetime (naive means UTC)."""
-    return (to_utc(value) - _EPOCH) // _US
 
 
 # ---------------------------------------------------------------- lake tables
@@ -278,7 +259,7 @@ def _event_time_us(value: object) -> int:
         parsed = datetime.fromisoformat(value.upper())
     except ValueError:  # e.g. month 13
         raise _Rejected("bad_event_time") from None
-    return (parsed - _EPOCH) // _US
+    return epoch_us(parsed)
 
 
 def _amount(value: object) -> Decimal:
@@ -309,7 +290,7 @@ def validate(batch: RawBatch, *, window_seconds: int, max_clock_skew_seconds: in
     ``telemetry_rejected`` rows with one reason code each. Nothing is dropped.
     """
     arrived_us = epoch_us(batch.arrived_at)
-    latest_us = arrived_us + max_clock_skew_seconds * 1_000_000
+    latest_us = arrived_us + max_clock_skew_seconds * US
     cols: dict[str, list] = {
         name: []
         for name in (
@@ -404,7 +385,7 @@ def _bronze_rows(
         "amount": pa.array(cols["amount"], MONEY),
         "currency": pa.array(cols["currency"], pa.string()),
         "bet_id": pa.array(cols["bet_id"], pa.string()),
-        "window_start": pa.array(window_floor_us(event_time, window_seconds), pa.int64()).cast(
+        "window_start": pa.array(Windowing(window_seconds).start_us(event_time), pa.int64()).cast(
             TIMESTAMP
         ),
         "event_date": pc.cast(event_ts, pa.date32()),

@@ -13,8 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from betlake.config import Settings
-from betlake.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, TIMESTAMP, epoch_us
+from betlake.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, TIMESTAMP
 from betlake.lake import Lake
+from betlake.windowing import Windowing, epoch_us
 
 
 @dataclass
@@ -65,8 +66,8 @@ def windows_to_recompute(
     for window, ingested in _per_window(new, "ingest_time", "max").items():
         pending[window] = max(ingested, pending.get(window, 0))
     seen_until = max([arrivals.seen_until_us, *pending.values()])
-    closes_after_us = (settings.window_seconds + settings.allowed_lateness_seconds) * 1_000_000
-    closed = sorted(w for w in pending if w + closes_after_us <= now_us and w not in busy)
+    windowing = Windowing.of(settings)
+    closed = sorted(w for w in pending if windowing.closes_us(w) <= now_us and w not in busy)
     computed = {}
     if closed:
         gold = lake.scan(

@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from betlake.config import BetlakeError, Settings
-from betlake.contract import TELEMETRY_DISCARDED, TELEMETRY_RAW, TIMESTAMP, epoch_us
+from betlake.contract import TELEMETRY_DISCARDED, TELEMETRY_RAW, TIMESTAMP
 from betlake.lake import Lake, time_range_filter, with_commit_retry
+from betlake.windowing import epoch_us
 
 _DELETE_CHUNK = 2000  # event ids per DELETE predicate
 

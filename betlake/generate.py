@@ -18,7 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 from pyarrow import csv
 
-from betlake.contract import BET_SITES, PLAYERS, epoch_us, to_utc
+from betlake.contract import BET_SITES, PLAYERS
+from betlake.windowing import epoch_us, to_utc
 
 # site_id, name, brand, country, currency, timezone
 SITES = [

@@ -12,11 +12,10 @@ from betlake.config import Settings
 from betlake.contract import (
     EVENT_COLUMNS,
     TELEMETRY_RAW,
-    epoch_us,
-    to_utc,
 )
 from betlake.lake import Lake, time_range_filter
 from betlake.reference import Reference
+from betlake.windowing import Windowing
 from streaming.runners import counters, pipeline_options
 from streaming.sinks import ReplaceGoldRangeFn
 from streaming.windows import SiteWindowStats
@@ -65,10 +64,8 @@ def reprocess(settings: Settings, start: datetime, end: datetime) -> ReprocessRe
     Runs :class:`SiteWindowStats` in batch mode on the configured runner (see
     :mod:`streaming.runners`); windows with no events in the range disappear from gold.
     """
-    start, end = to_utc(start), to_utc(end)
-    width = settings.window_seconds * 1_000_000
-    if epoch_us(start) % width or epoch_us(end) % width or end <= start:
-        raise ValueError(f"[{start}, {end}) is not a non-empty range of whole windows")
+    windowing = Windowing.of(settings)
+    start, end = windowing.check_range(start, end)
     Reference.from_lake(Lake(settings.lake))  # fails clearly if it is not loaded yet
     began = time.perf_counter()
     with beam.Pipeline(options=pipeline_options(streaming=False)) as pipeline:
@@ -76,8 +73,7 @@ def reprocess(settings: Settings, start: datetime, end: datetime) -> ReprocessRe
             pipeline
             | "Chunks" >> beam.Create(hour_chunks(start, end))
             | "ReadRaw" >> beam.ParDo(ReadRawRangeFn(settings.lake))
-            | "SiteWindowStats"
-            >> SiteWindowStats(settings.lake, settings.window_seconds, pane_label="BATCH")
+            | "SiteWindowStats" >> SiteWindowStats(settings.lake, windowing, batch=True)
             | "OneRange" >> beam.WindowInto(beam.window.GlobalWindows())
             | "AllRows" >> beam.combiners.ToList()
             | "ReplaceGold"

@@ -14,10 +14,11 @@ from betlake.config import BetlakeError, Settings
 from betlake.kafka import committed_offsets, end_offsets, ensure_topic, partitions_of
 from betlake.lake import Lake
 from betlake.reference import Reference
+from betlake.windowing import Windowing
 from streaming.kafka_source import PARTITION_METRICS, ReadTelemetry
 from streaming.runners import counters, stream_options
 from streaming.sinks import CommitOffsetsFn, PublishPanesFn, StoreTelemetryFn
-from streaming.windows import SiteWindowStats, beam_lateness_seconds
+from streaming.windows import SiteWindowStats
 
 log = logging.getLogger("betlake.stream")
 COUNTERS = (
@@ -35,24 +36,18 @@ def build_stream(
     pipeline: beam.Pipeline, settings: Settings, partitions: list[int], **read_options: object
 ) -> None:
     """Add the streaming job's transforms to ``pipeline``."""
-    beam_lateness = beam_lateness_seconds(
-        settings.window_seconds, settings.allowed_lateness_seconds
-    )
-    # offsets are committed one window after the allowed lateness: no on-time event remains
-    keep_open = settings.allowed_lateness_seconds + settings.window_seconds
     Reference.from_lake(Lake(settings.lake))  # fails clearly if it is not loaded yet
     stored = (
         pipeline
         | "ReadTelemetry" >> ReadTelemetry(settings, partitions, **read_options)
         | "StoreTelemetry"
-        >> beam.ParDo(StoreTelemetryFn(settings, keep_open_seconds=keep_open)).with_outputs(
+        >> beam.ParDo(StoreTelemetryFn(settings)).with_outputs(
             StoreTelemetryFn.PROGRESS, main="events"
         )
     )
     published = (
         stored.events
-        | "SiteWindowStats"
-        >> SiteWindowStats(settings.lake, settings.window_seconds, beam_lateness)
+        | "SiteWindowStats" >> SiteWindowStats(settings.lake, Windowing.of(settings), batch=False)
         | "PublishPanes" >> beam.ParDo(PublishPanesFn(settings))
         | "AfterPanes" >> beam.WindowInto(beam.window.GlobalWindows())
     )

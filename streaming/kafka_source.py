@@ -32,11 +32,11 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from confluent_kafka import KafkaException, TopicPartition
 
 from betlake.config import Settings
-from betlake.contract import TELEMETRY_RAW, RawBatch, epoch_us, validate
+from betlake.contract import TELEMETRY_RAW, RawBatch, validate
 from betlake.kafka import committed_offsets, stream_consumer
 from betlake.lake import Lake
+from betlake.windowing import US, Windowing, epoch_us
 from streaming.ledger import EventLedger
-from streaming.windows import arrived_too_late, watermark_ceiling
 
 END_OF_PARTITION = 2**63 - 1
 PARTITION_METRICS = "betlake.partition"  # counters per partition: read_<n>, drained_end_<n>
@@ -57,7 +57,7 @@ class PartitionRead:
     events: int  # valid events read (duplicates included)
     too_late: int  # of which flagged arrived_late
     watermark_us: int | None
-    ceiling_us: int | None  # the watermark may not pass this yet (see watermark_ceiling)
+    ceiling_us: int | None  # the watermark may not pass this yet (see Windowing.watermark_ceiling)
 
 
 class TopicEnds:
@@ -98,7 +98,7 @@ class PartitionWatermark:
     for ``idle_timeout`` seconds."""
 
     def __init__(self, out_of_orderness_seconds: int, idle_timeout_seconds: int) -> None:
-        self.bound_us = out_of_orderness_seconds * 1_000_000
+        self.bound_us = out_of_orderness_seconds * US
         self.idle_timeout = idle_timeout_seconds
         self.max_event_us: int | None = None
         self.ceiling_us: int | None = None
@@ -199,9 +199,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
             )
             return lake.scan(TELEMETRY_RAW, ["event_id", "window_start", "arrived_late"], where)
 
-        return EventLedger(
-            bronze, self.partitions, settings.window_seconds, settings.allowed_lateness_seconds
-        )
+        return EventLedger(bronze, self.partitions, Windowing.of(settings))
 
     def teardown(self) -> None:
         for consumer in self._consumers.values():
@@ -294,9 +292,8 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
         watermark_us = None if before is None else before.micros
         events = validated.events
         starts = pc.cast(events.column("window_start"), pa.int64()).to_numpy()
-        by_watermark = arrived_too_late(
-            starts, watermark_us, settings.window_seconds, settings.allowed_lateness_seconds
-        )
+        windowing = Windowing.of(settings)
+        by_watermark = windowing.too_late(starts, watermark_us)
         decision = self._ledger.decide(events.column("event_id").to_pylist(), starts, by_watermark)
         flagged = events.set_column(
             events.schema.get_field_index("arrived_late"), "arrived_late", pa.array(decision.late)
@@ -311,9 +308,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
             events=events.num_rows,
             too_late=int(decision.late.sum()),
             watermark_us=watermark_us,
-            ceiling_us=watermark_ceiling(
-                starts[decision.count], settings.window_seconds, settings.allowed_lateness_seconds
-            ),
+            ceiling_us=windowing.watermark_ceiling(starts[decision.count]),
         )
         latest = pc.max(events.column("event_time")).value if events.num_rows else None
         return _Decided(read, latest)

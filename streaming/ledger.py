@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from betlake.windowing import Windowing
+
 # window starts (epoch us) -> bronze's (event_id, window_start, arrived_late) rows in them
 BronzeLoader = Callable[[list[int]], pa.Table]
 
@@ -44,12 +46,11 @@ class EventLedger:
         self,
         load: BronzeLoader,
         partitions: list[int],
-        window_seconds: int,
-        allowed_lateness_seconds: int,
+        windowing: Windowing,
     ) -> None:
         self.load = load
         self.partitions = frozenset(partitions)
-        self.life_us = (window_seconds + allowed_lateness_seconds) * 1_000_000
+        self.windowing = windowing
         self.lock = threading.Lock()
         self.flags: dict[int, dict[str, bool]] = {}  # window start -> event_id -> arrived_late
         self.counted: dict[int, set[str]] = {}  # window start -> event_ids in this run's figures
@@ -100,7 +101,7 @@ class EventLedger:
             if self.watermarks.keys() < self.partitions:
                 return  # a partition not heard of yet may still hold any window open
             lowest = min(self.watermarks.values())
-            for start in [s for s in self.flags if s + self.life_us <= lowest]:
+            for start in [s for s in self.flags if self.windowing.closes_us(s) <= lowest]:
                 del self.flags[start]
                 self.counted.pop(start, None)
 

@@ -29,6 +29,7 @@ from betlake.kafka import (
     stream_consumer,
 )
 from betlake.lake import Lake, time_range_filter
+from betlake.windowing import Windowing
 from streaming.kafka_source import PartitionRead
 
 log = logging.getLogger("betlake.stream")
@@ -95,10 +96,9 @@ class StoreTelemetryFn(beam.DoFn):
 
     PROGRESS = "progress"
 
-    def __init__(self, settings: Settings, keep_open_seconds: int) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.window_us = settings.window_seconds * 1_000_000
-        self.keep_open_us = keep_open_seconds * 1_000_000
+        self.windowing = Windowing.of(settings)
 
     def setup(self) -> None:
         self.lake = Lake(self.settings.lake)
@@ -119,7 +119,7 @@ class StoreTelemetryFn(beam.DoFn):
         last_start = pc.max(starts).as_py() if read.figures.num_rows else None
         open_until = timestamp.micros
         if last_start is not None:
-            open_until = max(open_until, last_start + self.window_us + self.keep_open_us)
+            open_until = max(open_until, self.windowing.commit_after_us(last_start))
         yield beam.pvalue.TaggedOutput(
             self.PROGRESS, (read.partition, (read.first_offset, read.next_offset, open_until))
         )

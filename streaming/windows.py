@@ -12,9 +12,9 @@ import decimal
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.coders import PickleCoder
@@ -25,8 +25,9 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
-from betlake.contract import EVENT_COLUMNS, MONEY_EVENT_TYPES, window_floor_us
+from betlake.contract import EVENT_COLUMNS, MONEY_EVENT_TYPES
 from betlake.reference import ReferenceCache
+from betlake.windowing import US, Windowing
 
 _EXACT = decimal.Context(prec=60)  # sums of products never lose a digit
 _CENT = Decimal("0.01")
@@ -69,47 +70,6 @@ class SiteWindow:
         return self
 
 
-BEAM_RETENTION_SECONDS = 86_400  # how long past the allowed lateness Beam keeps a window
-
-
-def beam_lateness_seconds(window_seconds: int, allowed_lateness_seconds: int) -> int:
-    """How long Beam keeps a window open: a day beyond the allowed lateness.
-
-    The stream decides lateness itself, where events arrive (:func:`arrived_too_late`), so
-    Beam must never be the stricter one. On Prism a partial already sent downstream does not
-    hold the watermark, which can run far ahead while a backlog is read (hours of event time a
-    second), so Beam keeps windows long enough for every partial to reach them (measured: with
-    one window of margin, 14% of a 1M backlog never reached gold). ``window_seconds`` bounds
-    the margin from below.
-    """
-    return allowed_lateness_seconds + max(window_seconds, BEAM_RETENTION_SECONDS)
-
-
-def arrived_too_late(
-    window_start_us: np.ndarray,
-    watermark_us: int | None,
-    window_seconds: int,
-    allowed_lateness_seconds: int,
-) -> np.ndarray:
-    """Whether each event's window had passed its end plus the allowed lateness (by the
-    watermark when the event arrived): such an event is flagged and left out of the figures."""
-    if watermark_us is None:
-        return np.zeros(len(window_start_us), dtype=bool)
-    closes_us = window_start_us + (window_seconds + allowed_lateness_seconds) * 1_000_000
-    return closes_us <= watermark_us
-
-
-def watermark_ceiling(
-    window_start_us: np.ndarray, window_seconds: int, allowed_lateness_seconds: int
-) -> int | None:
-    """The highest watermark that still keeps every given (on-time) event's window open in
-    Beam: a read spanning much event time must not move the watermark past its own events."""
-    if not len(window_start_us):
-        return None
-    keep_us = window_seconds + beam_lateness_seconds(window_seconds, allowed_lateness_seconds)
-    return int(window_start_us.min()) + keep_us * 1_000_000 - 1
-
-
 def _cents(value: Decimal) -> Decimal:
     return value.quantize(_CENT, rounding=decimal.ROUND_HALF_EVEN)
 
@@ -121,8 +81,8 @@ class PreAggregateFn(beam.DoFn):
     kernels; each output names its window and keeps the batch's timestamp (see EventWindows).
     """
 
-    def __init__(self, window_seconds: int, lake_root: str) -> None:
-        self.window_seconds = window_seconds
+    def __init__(self, windowing: Windowing, lake_root: str) -> None:
+        self.windowing = windowing
         self.lake_root = lake_root
 
     def setup(self) -> None:
@@ -145,7 +105,7 @@ class PreAggregateFn(beam.DoFn):
         is_money = pc.is_in(event_type, value_set=pa.array(sorted(MONEY_EVENT_TYPES)))
         time_us = pc.cast(events.column("event_time"), pa.int64()).to_numpy(zero_copy_only=False)
         columns = {
-            "window_start": pa.array(window_floor_us(time_us, self.window_seconds)),
+            "window_start": pa.array(self.windowing.start_us(time_us)),
             "site_id": events.column("site_id"),
             "player_id": player_id,
             "vip_player": pc.if_else(reference.is_vip(player_id), player_id, None),
@@ -189,8 +149,8 @@ class EventWindows(window.NonMergingWindowFn):
     watermark until it was read; re-stamping it at its window's start would make it late on
     arrival, and free to be dropped once the watermark moves on before the window has it."""
 
-    def __init__(self, window_seconds: int) -> None:
-        self.size_us = window_seconds * 1_000_000
+    def __init__(self, windowing: Windowing) -> None:
+        self.size_us = windowing.window_us
 
     def assign(self, context: window.WindowFn.AssignContext) -> list[window.IntervalWindow]:
         start = context.element[1].window_start_us
@@ -221,14 +181,24 @@ class MergeSiteWindowsFn(beam.CombineFn):
         return accumulator
 
 
+class SitePane(NamedTuple):
+    """One firing of one site's window, carried out of Beam's windows: which window, its
+    figures, and the pane's timing (``PaneInfoTiming``)."""
+
+    site_id: str
+    window_start_us: int
+    window_end_us: int
+    figures: SiteWindow
+    timing: int
+
+
 class KeyByWindowFn(beam.DoFn):
-    """A pane ``(site_id, SiteWindow)`` -> ``(key, (window start, end us, figures, pane))``,
-    carrying its window and pane timing into the global window."""
+    """A pane ``(site_id, SiteWindow)`` -> ``("<window start>|<site_id>", SitePane)``."""
 
     def process(self, element, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         site_id, figures = element
         start, end = win.start.micros, win.end.micros
-        yield f"{start}|{site_id}", (site_id, start, end, figures, pane.timing)
+        yield f"{start}|{site_id}", SitePane(site_id, start, end, figures, pane.timing)
 
 
 class AccumulatePanesFn(beam.DoFn):
@@ -242,8 +212,8 @@ class AccumulatePanesFn(beam.DoFn):
     TOTAL = ReadModifyWriteStateSpec("total", PickleCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, keep_seconds: int) -> None:
-        self.keep_us = keep_seconds * 1_000_000
+    def __init__(self, windowing: Windowing) -> None:
+        self.keep_us = windowing.beam_lateness_seconds * US
 
     def process(
         self,
@@ -251,12 +221,12 @@ class AccumulatePanesFn(beam.DoFn):
         total=beam.DoFn.StateParam(TOTAL),
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
-        _, (site_id, start, end, figures, timing) = element
+        _, pane = element
         running = total.read() or SiteWindow()
-        running.merge(figures)
+        running.merge(pane.figures)
         total.write(running)
-        expiry.set(Timestamp(micros=end + self.keep_us + 1000))  # after Beam drops
-        yield site_id, start, end, running, timing
+        expiry.set(Timestamp(micros=pane.window_end_us + self.keep_us + 1000))  # after Beam drops
+        yield pane._replace(figures=running)
 
     @on_timer(EXPIRY)
     def forget(self, total=beam.DoFn.StateParam(TOTAL)):
@@ -264,17 +234,18 @@ class AccumulatePanesFn(beam.DoFn):
 
 
 class ToStatsRowFn(beam.DoFn):
-    """``(site_id, start, end, SiteWindow, pane timing)`` -> a ``site_window_stats`` row."""
+    """A :class:`SitePane` -> a ``site_window_stats`` row, labelled by its pane timing
+    (ON_TIME, LATE) or, in a batch run, BATCH."""
 
-    def __init__(self, lake_root: str, pane_label: str | None) -> None:
+    def __init__(self, lake_root: str, batch: bool) -> None:
         self.lake_root = lake_root
-        self.pane_label = pane_label
+        self.batch = batch
 
     def setup(self) -> None:
         self.reference = ReferenceCache(self.lake_root)
 
-    def process(self, element: tuple[str, int, int, SiteWindow, int]):
-        site_id, start_us, end_us, figures, timing = element
+    def process(self, pane: SitePane):
+        site_id, start_us, end_us, figures, timing = pane
         reference = self.reference.get()
         site = reference.site_index(pa.array([site_id])).to_pylist()[0]
         attributes = reference.sites.slice(site, 1).to_pylist()[0] if site is not None else {}
@@ -298,7 +269,7 @@ class ToStatsRowFn(beam.DoFn):
             "deposits_eur": _cents(figures.deposits),
             "withdrawals_eur": _cents(figures.withdrawals),
             "unpriced_events": figures.unpriced_events,
-            "pane": self.pane_label or PaneInfoTiming.to_string(timing),
+            "pane": "BATCH" if self.batch else PaneInfoTiming.to_string(timing),
             "computed_at": datetime.now(UTC),
             "window_date": start.date(),
         }
@@ -307,47 +278,43 @@ class ToStatsRowFn(beam.DoFn):
 class SiteWindowStats(beam.PTransform):
     """Arrow batches of validated events -> ``site_window_stats`` rows, one per firing.
 
-    Fixed event-time windows aligned to the epoch (:class:`EventWindows`); a pane fires when the
-    watermark passes the window's end (ON_TIME), then once per late batch until
-    ``allowed_lateness_seconds`` have passed (LATE); every pane carries the window's whole
-    current value. The reference data is
-    read from the lake and reloaded when it changes. In a batch run (``pane_label`` BATCH)
-    every window fires exactly once, so there is nothing to accumulate.
+    Fixed event-time windows aligned to the epoch (:class:`EventWindows`). The reference data
+    is read from the lake and reloaded when it changes. Two shapes of the same transform:
+
+    * streaming: a pane fires when the watermark passes the window's end (ON_TIME), then once
+      per late batch (LATE) for as long as Beam keeps the window
+      (:attr:`Windowing.beam_lateness_seconds`; the source already left too-late events out);
+      every pane carries the window's whole current value;
+    * batch (``batch=True``): every window fires exactly once (BATCH), nothing to accumulate.
     """
 
-    def __init__(
-        self,
-        lake_root: str,
-        window_seconds: int,
-        allowed_lateness_seconds: int = 0,
-        pane_label: str | None = None,
-    ) -> None:
+    def __init__(self, lake_root: str, windowing: Windowing, *, batch: bool) -> None:
         super().__init__()
         self.lake_root = lake_root
-        self.window_seconds = window_seconds
-        self.allowed_lateness_seconds = allowed_lateness_seconds
-        self.pane_label = pane_label
+        self.windowing = windowing
+        self.batch = batch
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        lateness = 0 if self.batch else self.windowing.beam_lateness_seconds
         panes = (
             batches
-            | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.window_seconds, self.lake_root))
+            | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.windowing, self.lake_root))
             | "EventTimeWindows"
             >> beam.WindowInto(
-                EventWindows(self.window_seconds),
+                EventWindows(self.windowing),
                 trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
                 accumulation_mode=trigger.AccumulationMode.DISCARDING,
-                allowed_lateness=Duration(seconds=self.allowed_lateness_seconds),
+                allowed_lateness=Duration(seconds=lateness),
             )
             | "MergePerSite" >> beam.CombinePerKey(MergeSiteWindowsFn())
             | "KeyByWindow" >> beam.ParDo(KeyByWindowFn())
         )
-        if self.pane_label is None:
+        if self.batch:
+            panes = panes | "OnePane" >> beam.Values()
+        else:
             panes = (
                 panes
                 | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-                | "Accumulate" >> beam.ParDo(AccumulatePanesFn(self.allowed_lateness_seconds))
+                | "Accumulate" >> beam.ParDo(AccumulatePanesFn(self.windowing))
             )
-        else:
-            panes = panes | "OnePane" >> beam.Values()
-        return panes | "ToStatsRows" >> beam.ParDo(ToStatsRowFn(self.lake_root, self.pane_label))
+        return panes | "ToStatsRows" >> beam.ParDo(ToStatsRowFn(self.lake_root, self.batch))

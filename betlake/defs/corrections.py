@@ -5,11 +5,12 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from betlake.contract import PARTITION_FORMAT, epoch_us
+from betlake.contract import PARTITION_FORMAT
 from betlake.corrections import Arrivals, coalesce, windows_to_recompute
 from betlake.defs.gold import PARTITIONS, WINDOW, site_window_stats
 from betlake.defs.reference import reference_assets
 from betlake.defs.resources import BetlakeResource
+from betlake.windowing import epoch_us
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 IN_FLIGHT = [

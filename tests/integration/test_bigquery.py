@@ -19,10 +19,11 @@ from google.cloud.bigquery import Client
 import betlake.bigquery
 from betlake.bigquery import WindowFigures, mirror_range, range_figures
 from betlake.config import Settings
-from betlake.contract import SITE_WINDOW_STATS, to_utc
+from betlake.contract import SITE_WINDOW_STATS
 from betlake.defs.bigquery import bigquery_resource, site_window_stats_bigquery
 from betlake.defs.resources import BetlakeResource
 from betlake.lake import Lake
+from betlake.windowing import to_utc
 from streaming.batch import reprocess
 from tests.integration.test_site_window_stats import EXPECTED, A, B, C, ingest_scenario
 

@@ -1,6 +1,6 @@
 """Pure tests of the stream's lateness rules: :class:`PartitionWatermark` (the per-partition
-watermark of CONTRACT.md "Late data"), :func:`arrived_too_late`, :func:`watermark_ceiling` and
-:func:`beam_lateness_seconds`, and how they fit Beam's own rule for dropping late data."""
+watermark of CONTRACT.md "Late data"), :class:`Windowing`'s ``too_late``, ``watermark_ceiling``
+and ``beam_lateness_seconds``, and how they fit Beam's own rule for dropping late data."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import itertools
 import numpy as np
 import pytest
 
+from betlake.windowing import Windowing
 from streaming.kafka_source import PartitionWatermark
-from streaming.windows import arrived_too_late, beam_lateness_seconds, watermark_ceiling
 
 S = 1_000_000  # microseconds in a second
 WINDOW = 300
 LATENESS = 900
 BOUND = 30  # max_out_of_orderness_seconds
 IDLE = 30  # idle_timeout_seconds
+RULES = Windowing(WINDOW, BOUND, LATENESS)
 T0 = 1_795_564_800 * S  # 2026-11-25T00:00:00Z, a window start
 WALL = T0 + 3_600 * S  # the wall clock, an hour later
 
@@ -105,7 +106,7 @@ def test_ceiling_holds_only_until_the_next_poll() -> None:
     assert clock.value(now + 1, WALL) == T0 + 170 * S
 
 
-# ---------------------------------------------------------------- arrived_too_late
+# ---------------------------------------------------------------- too_late
 
 
 def starts(*seconds: int) -> np.ndarray:
@@ -114,57 +115,57 @@ def starts(*seconds: int) -> np.ndarray:
 
 def test_exactly_at_end_plus_lateness_is_late() -> None:
     closes = T0 + (WINDOW + LATENESS) * S
-    assert arrived_too_late(starts(0), closes, WINDOW, LATENESS).tolist() == [True]
-    assert arrived_too_late(starts(0), closes - 1, WINDOW, LATENESS).tolist() == [False]
-    assert arrived_too_late(starts(0), closes + 1, WINDOW, LATENESS).tolist() == [True]
+    assert RULES.too_late(starts(0), closes).tolist() == [True]
+    assert RULES.too_late(starts(0), closes - 1).tolist() == [False]
+    assert RULES.too_late(starts(0), closes + 1).tolist() == [True]
 
 
 def test_within_lateness_past_the_window_end_is_not_too_late() -> None:
     end = T0 + WINDOW * S
-    assert arrived_too_late(starts(0), end, WINDOW, LATENESS).tolist() == [False]
-    assert arrived_too_late(starts(0), end + 600 * S, WINDOW, LATENESS).tolist() == [False]
+    assert RULES.too_late(starts(0), end).tolist() == [False]
+    assert RULES.too_late(starts(0), end + 600 * S).tolist() == [False]
 
 
 def test_each_event_is_judged_by_its_own_window() -> None:
     watermark = T0 + (WINDOW + LATENESS) * S  # closes window 0, not window 300
-    late = arrived_too_late(starts(0, 300, 0, 600), watermark, WINDOW, LATENESS)
+    late = RULES.too_late(starts(0, 300, 0, 600), watermark)
     assert late.dtype == bool
     assert late.tolist() == [True, False, True, False]
 
 
 def test_no_watermark_means_nothing_is_late() -> None:
-    late = arrived_too_late(starts(0, -(10**6)), None, WINDOW, LATENESS)
+    late = RULES.too_late(starts(0, -(10**6)), None)
     assert late.dtype == bool
     assert late.tolist() == [False, False]
 
 
 def test_zero_lateness_closes_at_the_window_end() -> None:
     end = T0 + WINDOW * S
-    assert arrived_too_late(starts(0), end, WINDOW, 0).tolist() == [True]
-    assert arrived_too_late(starts(0), end - 1, WINDOW, 0).tolist() == [False]
+    assert Windowing(WINDOW, BOUND, 0).too_late(starts(0), end).tolist() == [True]
+    assert Windowing(WINDOW, BOUND, 0).too_late(starts(0), end - 1).tolist() == [False]
 
 
 def test_empty_batch() -> None:
-    assert arrived_too_late(starts(), T0, WINDOW, LATENESS).tolist() == []
-    assert arrived_too_late(starts(), None, WINDOW, LATENESS).tolist() == []
+    assert RULES.too_late(starts(), T0).tolist() == []
+    assert RULES.too_late(starts(), None).tolist() == []
 
 
 # ---------------------------------------------------------------- ceiling and Beam lateness
 
 
 def test_beam_keeps_a_window_open_a_day_beyond_the_lateness() -> None:
-    assert beam_lateness_seconds(WINDOW, LATENESS) == LATENESS + 86_400
-    assert beam_lateness_seconds(WINDOW, 0) == 86_400
+    assert RULES.beam_lateness_seconds == LATENESS + 86_400
+    assert Windowing(WINDOW, BOUND, 0).beam_lateness_seconds == 86_400
 
 
 def test_ceiling_is_min_start_plus_window_plus_beam_lateness_less_a_microsecond() -> None:
-    ceiling = watermark_ceiling(starts(600, 0, 300), WINDOW, LATENESS)
-    assert ceiling == T0 + (WINDOW + beam_lateness_seconds(WINDOW, LATENESS)) * S - 1
+    ceiling = RULES.watermark_ceiling(starts(600, 0, 300))
+    assert ceiling == T0 + (WINDOW + RULES.beam_lateness_seconds) * S - 1
     assert type(ceiling) is int
 
 
 def test_ceiling_of_nothing_is_none() -> None:
-    assert watermark_ceiling(starts(), WINDOW, LATENESS) is None
+    assert RULES.watermark_ceiling(starts()) is None
 
 
 def beam_drops(window_start_us: int, watermark_us: int, beam_lateness: int) -> bool:
@@ -176,10 +177,10 @@ def beam_drops(window_start_us: int, watermark_us: int, beam_lateness: int) -> b
 
 @pytest.mark.parametrize("lateness", [0, 1, LATENESS])
 def test_on_time_events_stay_open_in_beam_at_the_ceiling(lateness: int) -> None:
-    """Every event the lake counts as on time (arrived_too_late false at the watermark it
+    """Every event the lake counts as on time (too_late false at the watermark it
     arrived with) is in a window Beam still accepts at the ceiling watermark; and the ceiling
     never pulls the watermark back behind the one the events arrived with."""
-    beam_lateness = beam_lateness_seconds(WINDOW, lateness)
+    beam_lateness = Windowing(WINDOW, BOUND, lateness).beam_lateness_seconds
     rng = np.random.default_rng(7)
     # watermarks at and around window boundaries and closing times, plus random ones
     edges = [T0 + k * WINDOW * S + d for k in range(-2, 12) for d in (-1, 0, 1)]
@@ -191,9 +192,9 @@ def test_on_time_events_stay_open_in_beam_at_the_ceiling(lateness: int) -> None:
             (rng.integers(-5, 10, size) for size in (1, 3, 8)),
         ):
             window_starts = T0 + sample * WINDOW * S
-            late = arrived_too_late(window_starts, watermark, WINDOW, lateness)
+            late = Windowing(WINDOW, BOUND, lateness).too_late(window_starts, watermark)
             on_time = window_starts[~late]
-            ceiling = watermark_ceiling(on_time, WINDOW, lateness)
+            ceiling = Windowing(WINDOW, BOUND, lateness).watermark_ceiling(on_time)
             if ceiling is None:
                 assert not len(on_time)
                 continue
@@ -205,7 +206,7 @@ def test_on_time_events_stay_open_in_beam_at_the_ceiling(lateness: int) -> None:
 
 
 def test_the_ceiling_is_the_last_microsecond_beam_keeps_the_oldest_window() -> None:
-    beam_lateness = beam_lateness_seconds(WINDOW, LATENESS)
-    ceiling = watermark_ceiling(starts(0, 300), WINDOW, LATENESS)
+    beam_lateness = RULES.beam_lateness_seconds
+    ceiling = RULES.watermark_ceiling(starts(0, 300))
     assert not beam_drops(T0, ceiling, beam_lateness)
     assert beam_drops(T0, ceiling + 1, beam_lateness)

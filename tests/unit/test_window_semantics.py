@@ -29,6 +29,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from betlake.config import Settings
 from betlake.contract import RawBatch, validate
 from betlake.lake import Lake
+from betlake.windowing import Windowing
 from streaming.windows import SiteWindowStats
 
 WINDOW = 300
@@ -39,6 +40,18 @@ C = datetime(2026, 11, 25, 0, 10, tzinfo=UTC)
 LATE_WINDOW = datetime(2026, 11, 25, 0, 20, tzinfo=UTC)  # where the watermark is, late on
 A_END = Timestamp.from_utc_datetime(B)
 A_CLOSES = A_END + Duration(seconds=LATENESS)  # end + allowed lateness: 00:20:00
+
+
+class BeamKeepsTheAllowedLateness(Windowing):
+    """Beam's own lateness rules laid bare: windows kept exactly the allowed lateness (the
+    stream keeps them a day longer and leaves too-late events out where they arrive)."""
+
+    @property
+    def beam_lateness_seconds(self) -> int:
+        return self.allowed_lateness_seconds
+
+
+RULES = BeamKeepsTheAllowedLateness(WINDOW, 30, LATENESS)
 # TestStream carries watermarks in milliseconds (it asserts no precision is lost), so the
 # boundaries are probed one millisecond either side; test_watermark.py probes microseconds.
 MILLISECOND = Duration(micros=1000)
@@ -94,7 +107,7 @@ def run(settings: Settings, stream: BeamTestStream) -> list[dict]:
         _ = (
             pipeline
             | stream
-            | SiteWindowStats(settings.lake, WINDOW, allowed_lateness_seconds=LATENESS)
+            | SiteWindowStats(settings.lake, RULES, batch=False)
             | beam.ParDo(_Collect(run_id))
         )
     rows = _ROWS.pop(run_id, [])
