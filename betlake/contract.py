@@ -190,6 +190,12 @@ SITE_WINDOW_STATS = TableSpec(
     key=("window_start", "site_id"),
 )
 
+# A result may only move toward the truth (CONTRACT.md, site_window_stats): a streaming pane
+# (s) replaces a gold row (t) only if it counts more events, or as many as a row an earlier
+# pane, not a reprocessing, wrote. SQL over the merge's aliases; the stream's publishing
+# evaluates the same text (Lake.rows_to_upsert).
+NEWER_PANE = "s.events > t.events OR (s.events = t.events AND t.pane <> 'BATCH')"
+
 TABLES = {
     spec.name: spec
     for spec in (

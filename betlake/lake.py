@@ -159,6 +159,24 @@ class Lake:
                 ).when_not_matched_insert_all(),
             )
 
+    def rows_to_upsert(self, spec: TableSpec, data: pa.Table, update_when: str) -> pa.Table:
+        """The rows of ``data`` that :meth:`upsert` with ``update_when`` would write against
+        the table as it is now: new keys, and existing keys where the predicate holds (the
+        same SQL, evaluated by DuckDB over the rows of the partitions ``data`` touches)."""
+        on = [*spec.partition_by, *spec.key]
+        where = None
+        for column in spec.partition_by:
+            clause = ds.field(column).isin(pc.unique(data.column(column)))
+            where = clause if where is None else where & clause
+        con = duckdb.connect()
+        con.register("s", data.select(spec.schema.names).cast(spec.schema))
+        con.register("t", self.scan(spec, where=where))
+        join = " AND ".join(f"t.{column} = s.{column}" for column in on)
+        query = (
+            f"SELECT s.* FROM s LEFT JOIN t ON {join} WHERE t.{on[-1]} IS NULL OR ({update_when})"
+        )
+        return con.sql(query).to_arrow_table()
+
     def insert_new(self, spec: TableSpec, data: pa.Table) -> int:
         """Append the rows whose key is not in the table yet (the first of each key in ``data``).
 

@@ -12,14 +12,13 @@ from datetime import UTC, datetime
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from apache_beam.coders import PickleCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
 from betlake.config import Settings
-from betlake.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
+from betlake.contract import NEWER_PANE, SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
 from betlake.kafka import (
     commit,
     producer,
@@ -33,10 +32,6 @@ from betlake.windowing import Windowing
 from streaming.kafka_source import PartitionRead
 
 log = logging.getLogger("betlake.stream")
-
-# A streaming pane replaces a gold row only if it counts more events, or as many as a row that
-# an earlier pane (not reprocessing) wrote: results only move toward the truth.
-NEWER_PANE = "s.events > t.events OR (s.events = t.events AND t.pane <> 'BATCH')"
 
 
 class Tally:
@@ -151,7 +146,8 @@ class PublishPanesFn(beam.DoFn):
             key = (row["window_start"], row["site_id"])
             if key not in latest or row["events"] >= latest[key]["events"]:
                 latest[key] = row
-        rows = self._newer_than_lake(latest)
+        fired = pa.Table.from_pylist(list(latest.values()), schema=SITE_WINDOW_STATS.schema)
+        rows = self.lake.rows_to_upsert(SITE_WINDOW_STATS, fired, NEWER_PANE).to_pylist()
         if rows:
             table = pa.Table.from_pylist(rows, schema=SITE_WINDOW_STATS.schema)
             self.lake.upsert(SITE_WINDOW_STATS, table, update_when=NEWER_PANE)
@@ -161,28 +157,6 @@ class PublishPanesFn(beam.DoFn):
         self.tally.add(
             on_time_panes=panes["ON_TIME"], late_panes=panes["LATE"], published=len(rows)
         )
-
-    def _newer_than_lake(self, latest: dict[tuple[datetime, str], dict]) -> list[dict]:
-        """The rows the no-stale-overwrite rule lets through against gold as it is now."""
-        starts = sorted({start for start, _ in latest})
-        existing = self.lake.scan(
-            SITE_WINDOW_STATS,
-            ["window_start", "site_id", "events", "pane"],
-            ds.field("window_date").isin(sorted({s.date() for s in starts}))
-            & ds.field("window_start").isin(pa.array(starts, SITE_WINDOW_STATS.schema.field(
-                "window_start").type)),
-        )  # fmt: skip
-        current = {
-            (r["window_start"], r["site_id"]): (r["events"], r["pane"])
-            for r in existing.to_pylist()
-        }
-        return [
-            row
-            for key, row in latest.items()
-            if key not in current
-            or row["events"] > current[key][0]
-            or (row["events"] == current[key][0] and current[key][1] != "BATCH")
-        ]
 
     @staticmethod
     def _log_windows(rows: list[dict]) -> None:

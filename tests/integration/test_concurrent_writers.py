@@ -11,10 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from betlake.config import Settings
-from betlake.contract import SITE_WINDOW_STATS
+from betlake.contract import NEWER_PANE, SITE_WINDOW_STATS
 from betlake.lake import Lake
 from streaming.batch import reprocess
-from streaming.sinks import NEWER_PANE
 from tests.integration.test_site_window_stats import EXPECTED, A, C, gold_rows, ingest_scenario
 
 
@@ -69,3 +68,27 @@ def test_stream_and_reprocess_writers_on_the_same_windows(
     assert {row["pane"] for row in final} == {"BATCH"}
     conflicts = [r for r in caplog.records if "commit conflict" in r.getMessage()]
     print(f"{len(conflicts)} commit conflicts retried")
+
+
+def test_rows_to_upsert_applies_the_rule_the_merge_applies(
+    settings: Settings, loaded_lake: Lake
+) -> None:
+    """The stream publishes exactly the panes the gold merge writes (one NEWER_PANE rule)."""
+    base = EXPECTED[0] | {"computed_at": datetime.now(UTC)}
+    batch = base | {"events": 10, "pane": "BATCH"}
+    on_time = base | {"site_id": "s-other", "events": 10, "pane": "ON_TIME"}
+    loaded_lake.upsert(
+        SITE_WINDOW_STATS, pa.Table.from_pylist([batch, on_time], schema=SITE_WINDOW_STATS.schema)
+    )
+    panes = [
+        batch | {"events": 10, "pane": "LATE"},  # as many events as a reprocessing: kept out
+        on_time | {"events": 10, "pane": "LATE"},  # as many as an earlier pane: replaces it
+        base | {"site_id": "s-new", "pane": "ON_TIME"},  # a new key
+    ]  # fmt: skip
+    fired = pa.Table.from_pylist(panes, schema=SITE_WINDOW_STATS.schema)
+    chosen = loaded_lake.rows_to_upsert(SITE_WINDOW_STATS, fired, NEWER_PANE)
+    assert sorted(chosen.column("site_id").to_pylist()) == ["s-new", "s-other"]
+
+    loaded_lake.upsert(SITE_WINDOW_STATS, fired, update_when=NEWER_PANE)
+    written = {(r["site_id"], r["pane"]) for r in gold_rows(loaded_lake)}
+    assert written == {(base["site_id"], "BATCH"), ("s-other", "LATE"), ("s-new", "ON_TIME")}
