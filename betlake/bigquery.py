@@ -20,14 +20,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from betlake.contract import SITE_WINDOW_STATS, TIMESTAMP, TableSpec
-from betlake.lake import Lake
+from betlake.contract import SITE_WINDOW_STATS, TableSpec
+from betlake.lake import Lake, check_in_range, time_range_filter
 from betlake.windowing import to_utc
 
 STAGING_HOURS = 6  # a staging table left behind by a killed run expires (on Google) after this
@@ -69,21 +67,9 @@ def bigquery_schema(spec: TableSpec = SITE_WINDOW_STATS) -> list[bigquery.Schema
     return fields
 
 
-def window_range_filter(start: datetime, end: datetime) -> ds.Expression:
-    """Arrow filter for rows with window_start in [start, end), naming the partition column."""
-    start, end = to_utc(start), to_utc(end)
-    last_day = (end - timedelta(microseconds=1)).date()
-    return (
-        (pc.field("window_date") >= pa.scalar(start.date(), pa.date32()))
-        & (pc.field("window_date") <= pa.scalar(last_day, pa.date32()))
-        & (pc.field("window_start") >= pa.scalar(start, TIMESTAMP))
-        & (pc.field("window_start") < pa.scalar(end, TIMESTAMP))
-    )
-
-
 def lake_range(lake: Lake, start: datetime, end: datetime) -> pa.Table:
     """The gold rows of the lake with window_start in [start, end)."""
-    return lake.scan(SITE_WINDOW_STATS, where=window_range_filter(start, end))
+    return lake.scan(SITE_WINDOW_STATS, where=time_range_filter(start, end))
 
 
 def _range_parameters(start: datetime, end: datetime) -> list[bigquery.ScalarQueryParameter]:
@@ -139,11 +125,7 @@ def mirror_range(
     Returns the number of rows now in the range.
     """
     rows = rows.select(spec.schema.names).cast(spec.schema)
-    starts = rows.column("window_start")
-    if rows.num_rows and (
-        pc.min(starts).as_py() < to_utc(start) or pc.max(starts).as_py() >= to_utc(end)
-    ):
-        raise ValueError(f"rows outside [{start}, {end}) cannot replace that range")
+    check_in_range(rows, start, end)
     target = ensure_table(client, dataset, table, spec)
     staging = f"{client.project}.{dataset}.{table}__staging_{uuid.uuid4().hex}"
     staged = bigquery.Table(staging, schema=bigquery_schema(spec))

@@ -56,6 +56,16 @@ def time_range_filter(
     )
 
 
+def check_in_range(rows: pa.Table, start: datetime, end: datetime) -> None:
+    """Raise ValueError unless every row's window_start is in [start, end): only such rows can
+    replace that range."""
+    starts = rows.column("window_start")
+    if rows.num_rows and (
+        pc.min(starts).as_py() < to_utc(start) or pc.max(starts).as_py() >= to_utc(end)
+    ):
+        raise ValueError(f"rows outside [{start}, {end}) cannot replace that range")
+
+
 def with_commit_retry(write: Callable[[], T], what: str) -> T:
     """Run a Delta write, retrying commit conflicts with jittered exponential backoff."""
     for attempt in range(1, _COMMIT_ATTEMPTS + 1):
@@ -126,11 +136,7 @@ class Lake:
 
         Windows in the range that ``data`` lacks disappear; rows outside it are untouched.
         """
-        starts = data.column("window_start")
-        if data.num_rows and (
-            pc.min(starts).as_py() < to_utc(start) or pc.max(starts).as_py() >= to_utc(end)
-        ):
-            raise ValueError(f"rows outside [{start}, {end}) cannot replace that range")
+        check_in_range(data, start, end)
         self._write(spec, data, mode="overwrite", predicate=window_range_predicate(start, end))
 
     def _merge(self, spec: TableSpec, data: pa.Table, build: Callable) -> dict:
