@@ -14,7 +14,7 @@ In one invocation, on a temporary lake and a Kafka broker it starts on a free 12
     compared with the moment the producer sent the first event past its end + 30 s.
 Prints the machine, N, events/s of both and their ratio, the publish delay and peak memory.
 
-    .venv/bin/python benchmarks/stream_throughput.py [--events 1000000] [--hours 6]
+    .venv/bin/python -m benchmarks.stream_throughput [--events 1000000] [--hours 6]
         [--rate 10000] [--rate-seconds 60] [--speedup 60] [--keep]
 """
 
@@ -45,8 +45,8 @@ from apache_beam.transforms import trigger, window
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import Consumer, TopicPartition
-from reprocess_day import machine
 
+from benchmarks.reprocess_day import machine
 from betlake import broker
 from betlake.config import Settings
 from betlake.contract import TELEMETRY_RAW, RawBatch, validate
@@ -59,13 +59,13 @@ from betlake.kafka import (
     keep_pace,
     partitions_of,
     producer,
-    read_topic,
 )
 from betlake.lake import Lake
 from betlake.reference import REFERENCE_TABLES, read_reference_csv
 from betlake.windowing import Windowing, epoch_us
 from streaming.job import run_stream
 from streaming.runners import pipeline_options
+from tests.kafka_topics import read_topic
 
 PROJECT = Path(__file__).resolve().parents[1]
 REFERENCE = PROJECT / "data" / "reference"

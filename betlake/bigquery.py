@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import io
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
 from betlake.contract import SITE_WINDOW_STATS, TableSpec
@@ -175,42 +172,3 @@ def range_rows(
         _range_parameters(start, end),
     )
     return int(next(iter(job.result())).n)
-
-
-@dataclass(frozen=True)
-class WindowFigures:
-    """Totals of one window: rows (sites), events and stake."""
-
-    window_start: datetime
-    rows: int
-    events: int
-    stake_eur: Decimal
-
-
-def range_figures(
-    client: bigquery.Client, dataset: str, table: str, start: datetime, end: datetime
-) -> list[WindowFigures]:
-    """Per window of [start, end), in window order: count of rows, sum events, sum stake_eur."""
-    try:
-        job = run(
-            client,
-            f"""
-            SELECT window_start, COUNT(*) AS n, SUM(events) AS events,
-                   SUM(stake_eur) AS stake_eur
-            FROM `{client.project}.{dataset}.{table}` AS t
-            WHERE {_IN_RANGE.format(t="t")}
-            GROUP BY window_start ORDER BY window_start
-            """,
-            _range_parameters(start, end),
-        )
-    except NotFound:
-        return []
-    return [
-        WindowFigures(
-            to_utc(row.window_start),
-            int(row.n),
-            int(row.events),
-            Decimal(row.stake_eur).quantize(Decimal("0.01")),
-        )
-        for row in job.result()
-    ]
