@@ -21,7 +21,8 @@ import betlake.bigquery
 from betlake.bigquery import mirror_range, run
 from betlake.config import Settings
 from betlake.contract import SITE_WINDOW_STATS
-from betlake.defs.bigquery import bigquery_resource, site_window_stats_bigquery
+from betlake.defs.bigquery import bigquery_resource, site_window_stats_bigquery_asset
+from betlake.defs.gold import window_partitions
 from betlake.defs.resources import BetlakeResource
 from betlake.lake import Lake
 from betlake.windowing import to_utc
@@ -31,6 +32,7 @@ from tests.integration.test_site_window_stats import EXPECTED, A, B, C, ingest_s
 PROJECT = Path(__file__).resolve().parents[2]
 SCRIPT = PROJECT / "scripts" / "bigquery_emulator.sh"
 TABLE = SITE_WINDOW_STATS.name
+site_window_stats_bigquery = site_window_stats_bigquery_asset(window_partitions(Settings()))
 
 
 def emulator(action: str, port: int, home: Path) -> subprocess.CompletedProcess[str]:
@@ -63,7 +65,7 @@ def bigquery(endpoint: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("BETLAKE_BIGQUERY_ENDPOINT", endpoint)
     monkeypatch.setenv("BETLAKE_BIGQUERY_DATASET", f"test_{uuid.uuid4().hex[:12]}")
     monkeypatch.delenv("BETLAKE_BIGQUERY_PROJECT", raising=False)
-    return bigquery_resource()
+    return bigquery_resource(Settings.from_env())
 
 
 @pytest.fixture
@@ -90,9 +92,11 @@ def keys(rows: list[dict]) -> list[tuple]:
 
 
 def test_resource_from_the_environment() -> None:
-    emulator = bigquery_resource({"BETLAKE_BIGQUERY_ENDPOINT": "http://127.0.0.1:9050"})
+    emulator_env = {"BETLAKE_BIGQUERY_ENDPOINT": "http://127.0.0.1:9050"}
+    emulator = bigquery_resource(Settings.from_env(emulator_env))
     assert (emulator.project, emulator.dataset) == ("betlake-local", "betlake")
-    google = bigquery_resource({"BETLAKE_BIGQUERY_PROJECT": "p", "BETLAKE_BIGQUERY_DATASET": "d"})
+    google_env = {"BETLAKE_BIGQUERY_PROJECT": "p", "BETLAKE_BIGQUERY_DATASET": "d"}
+    google = bigquery_resource(Settings.from_env(google_env))
     assert (google.project, google.dataset, google.endpoint) == ("p", "d", None)
 
 
