@@ -6,7 +6,7 @@ Generates N events over one day, ingests them, then times (median of --repeats r
   * baseline: one DuckDB SQL query computing the same figures over the same telemetry_raw.
 Prints both, their ratio and whether the two agree row for row.
 
-    .venv/bin/python benchmarks/reprocess_day.py [--events 2000000] [--repeats 3]
+    .venv/bin/python -m benchmarks.reprocess_day [--events 2000000] [--repeats 3]
 """
 
 from __future__ import annotations

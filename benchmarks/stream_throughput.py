@@ -14,7 +14,7 @@ In one invocation, on a temporary lake and a Kafka broker it starts on a free 12
     compared with the moment the producer sent the first event past its end + 30 s.
 Prints the machine, N, events/s of both and their ratio, the publish delay and peak memory.
 
-    .venv/bin/python benchmarks/stream_throughput.py [--events 1000000] [--hours 6]
+    .venv/bin/python -m benchmarks.stream_throughput [--events 1000000] [--hours 6]
         [--rate 10000] [--rate-seconds 60] [--speedup 60] [--keep]
 """
 
@@ -45,8 +45,8 @@ from apache_beam.transforms import trigger, window
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import Consumer, TopicPartition
-from reprocess_day import machine
 
+from benchmarks.reprocess_day import machine
 from betlake import broker
 from betlake.config import Settings
 from betlake.contract import TELEMETRY_RAW, RawBatch, validate
@@ -59,13 +59,13 @@ from betlake.kafka import (
     keep_pace,
     partitions_of,
     producer,
-    read_topic,
 )
 from betlake.lake import Lake
 from betlake.reference import REFERENCE_TABLES, read_reference_csv
 from betlake.windowing import Windowing, epoch_us
 from streaming.job import run_stream
 from streaming.runners import pipeline_options
+from tests.kafka_topics import read_topic
 
 PROJECT = Path(__file__).resolve().parents[1]
 REFERENCE = PROJECT / "data" / "reference"
@@ -433,7 +433,7 @@ def run_naive(settings: Settings, topic: str, stats_topic: str) -> None:
     }
     consumer.close()
     lateness = Windowing.of(settings).beam_lateness_seconds
-    pipeline = beam.Pipeline(options=pipeline_options(streaming=True))
+    pipeline = beam.Pipeline(options=pipeline_options(settings, streaming=True))
     _ = (
         pipeline
         | "Partitions" >> beam.Create(sorted(ends))
@@ -494,10 +494,10 @@ def stream(settings: Settings) -> dict[str, int]:
             signal.signal(sig, handler)
 
 
-def warm_up_prism() -> float:
+def warm_up_prism(settings: Settings) -> float:
     """Start the Prism runner (a singleton kept for every later run) with a trivial job."""
     began = time.perf_counter()
-    pipeline = beam.Pipeline(options=pipeline_options(streaming=True))
+    pipeline = beam.Pipeline(options=pipeline_options(settings, streaming=True))
     _ = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: x + 1)
     pipeline.run().wait_until_finish()
     return time.perf_counter() - began
@@ -519,10 +519,11 @@ def main() -> None:
     print(f"machine: {machine()}")
     broker_pid = broker.start(bootstrap, home=work / "kafka", timeout=180)
     try:
+        settings = lake_settings(work / "lake", bootstrap, "backlog")
         print(f"Kafka broker {broker.KAFKA_VERSION} pid {broker_pid} on {bootstrap} "
               f"(its JVM is not in the memory figures); Prism warm-up "
-              f"{warm_up_prism():.1f}s (one Prism process serves every run below)")  # fmt: skip
-        settings = lake_settings(work / "lake", bootstrap, "backlog")
+              f"{warm_up_prism(settings):.1f}s (the naive job's Prism; betlake's job starts "
+              "its own)")  # fmt: skip
         waited = wait_for_group_coordinator(settings)
         if waited > 1:
             print(f"(waited {waited:.0f}s for the new broker's group coordinator)")

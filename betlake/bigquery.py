@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import io
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from betlake.contract import SITE_WINDOW_STATS, TIMESTAMP, TableSpec
-from betlake.lake import Lake
+from betlake.contract import SITE_WINDOW_STATS, TableSpec
+from betlake.lake import Lake, check_in_range, time_range_filter
 from betlake.windowing import to_utc
 
 STAGING_HOURS = 6  # a staging table left behind by a killed run expires (on Google) after this
@@ -69,21 +64,9 @@ def bigquery_schema(spec: TableSpec = SITE_WINDOW_STATS) -> list[bigquery.Schema
     return fields
 
 
-def window_range_filter(start: datetime, end: datetime) -> ds.Expression:
-    """Arrow filter for rows with window_start in [start, end), naming the partition column."""
-    start, end = to_utc(start), to_utc(end)
-    last_day = (end - timedelta(microseconds=1)).date()
-    return (
-        (pc.field("window_date") >= pa.scalar(start.date(), pa.date32()))
-        & (pc.field("window_date") <= pa.scalar(last_day, pa.date32()))
-        & (pc.field("window_start") >= pa.scalar(start, TIMESTAMP))
-        & (pc.field("window_start") < pa.scalar(end, TIMESTAMP))
-    )
-
-
 def lake_range(lake: Lake, start: datetime, end: datetime) -> pa.Table:
     """The gold rows of the lake with window_start in [start, end)."""
-    return lake.scan(SITE_WINDOW_STATS, where=window_range_filter(start, end))
+    return lake.scan(SITE_WINDOW_STATS, where=time_range_filter(start, end))
 
 
 def _range_parameters(start: datetime, end: datetime) -> list[bigquery.ScalarQueryParameter]:
@@ -139,11 +122,7 @@ def mirror_range(
     Returns the number of rows now in the range.
     """
     rows = rows.select(spec.schema.names).cast(spec.schema)
-    starts = rows.column("window_start")
-    if rows.num_rows and (
-        pc.min(starts).as_py() < to_utc(start) or pc.max(starts).as_py() >= to_utc(end)
-    ):
-        raise ValueError(f"rows outside [{start}, {end}) cannot replace that range")
+    check_in_range(rows, start, end)
     target = ensure_table(client, dataset, table, spec)
     staging = f"{client.project}.{dataset}.{table}__staging_{uuid.uuid4().hex}"
     staged = bigquery.Table(staging, schema=bigquery_schema(spec))
@@ -193,42 +172,3 @@ def range_rows(
         _range_parameters(start, end),
     )
     return int(next(iter(job.result())).n)
-
-
-@dataclass(frozen=True)
-class WindowFigures:
-    """Totals of one window: rows (sites), events and stake."""
-
-    window_start: datetime
-    rows: int
-    events: int
-    stake_eur: Decimal
-
-
-def range_figures(
-    client: bigquery.Client, dataset: str, table: str, start: datetime, end: datetime
-) -> list[WindowFigures]:
-    """Per window of [start, end), in window order: count of rows, sum events, sum stake_eur."""
-    try:
-        job = run(
-            client,
-            f"""
-            SELECT window_start, COUNT(*) AS n, SUM(events) AS events,
-                   SUM(stake_eur) AS stake_eur
-            FROM `{client.project}.{dataset}.{table}` AS t
-            WHERE {_IN_RANGE.format(t="t")}
-            GROUP BY window_start ORDER BY window_start
-            """,
-            _range_parameters(start, end),
-        )
-    except NotFound:
-        return []
-    return [
-        WindowFigures(
-            to_utc(row.window_start),
-            int(row.n),
-            int(row.events),
-            Decimal(row.stake_eur).quantize(Decimal("0.01")),
-        )
-        for row in job.result()
-    ]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from betlake.config import BetlakeError
+from betlake.config import BetlakeError, Settings
 from betlake.processes import restore_default_signals
 
 KAFKA_VERSION = "4.4.0"
@@ -74,11 +74,9 @@ class BrokerPaths:
     def default(cls, home: Path | None = None, version: str = KAFKA_VERSION) -> BrokerPaths:
         """Paths for ``home`` (default ``<cwd>/.betlake/kafka``) and the version's jar cache."""
         home = Path(home) if home is not None else Path.cwd() / ".betlake" / "kafka"
-        root = os.environ.get("BETLAKE_CACHE")
-        cache_root = Path(root) if root else Path.home() / ".cache" / "betlake"
         return cls(
             home=home.expanduser().resolve(),
-            cache=(cache_root.expanduser() / f"kafka-{version}").resolve(),
+            cache=(Settings.from_env().cache / f"kafka-{version}").resolve(),
         )
 
     @property

@@ -129,9 +129,9 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
     console.print(str(ingest_files(settings, args.files)))
 
 
-def dagster_home() -> Path:
+def dagster_home(settings: Settings) -> Path:
     """DAGSTER_HOME, default ``./dagster_home``; it must hold the instance's dagster.yaml."""
-    home = Path(os.environ.get("DAGSTER_HOME", "dagster_home")).resolve()
+    home = settings.dagster_home
     if not (home / "dagster.yaml").is_file():
         raise BetlakeError(
             f"no Dagster instance at {home} (run from the project root or set DAGSTER_HOME)"
@@ -139,7 +139,9 @@ def dagster_home() -> Path:
     return home
 
 
-def materialize(selection: list[str], partition_range: tuple[str, str] | None = None) -> None:
+def materialize(
+    settings: Settings, selection: list[str], partition_range: tuple[str, str] | None = None
+) -> None:
     """Run assets on the local Dagster instance, as ``dagster asset materialize`` does."""
     command = [
         sys.executable, "-m", "dagster", "asset", "materialize",
@@ -147,7 +149,7 @@ def materialize(selection: list[str], partition_range: tuple[str, str] | None = 
     ]  # fmt: skip
     if partition_range:
         command += ["--partition-range", "...".join(partition_range)]
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home())}
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home(settings))}
     if subprocess.run(command, env=env, check=False).returncode:
         raise BetlakeError(f"the Dagster run of {', '.join(selection)} failed (see its log above)")
 
@@ -170,7 +172,7 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_reference(args: argparse.Namespace, settings: Settings) -> None:
-    materialize(["bet_sites", "players", "fx_rates"])
+    materialize(settings, ["bet_sites", "players", "fx_rates"])
     console.print(f"reference data loaded from {settings.reference}")
 
 
@@ -187,6 +189,7 @@ def reprocess_windows(settings: Settings, start: datetime, end: datetime) -> Non
     if end > datetime.now(UTC):
         raise BetlakeError("the end is in the future: only whole, past windows can be recomputed")
     materialize(
+        settings,
         ["site_window_stats"],
         (start.strftime(PARTITION_FORMAT), (end - width).strftime(PARTITION_FORMAT)),
     )
@@ -229,7 +232,7 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> None:
 
     console.print(f"Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
     command = [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(args.port)]
-    run_server(command, {**os.environ, "DAGSTER_HOME": str(dagster_home())})
+    run_server(command, {**os.environ, "DAGSTER_HOME": str(dagster_home(settings))})
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> None:

@@ -1,10 +1,15 @@
-"""Typed settings from the contract's ``BETLAKE_*`` environment variables, in one place."""
+"""Typed settings from the contract's ``BETLAKE_*`` environment variables, in one place.
+
+:meth:`Settings.from_env` is the one reader of the environment; everything else takes a
+:class:`Settings`.
+"""
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +23,16 @@ class ConfigError(BetlakeError):
 
 
 _KAFKA_OPTION_PREFIX = "BETLAKE_KAFKA_OPT_"
+RUNNERS = ("local", "flink", "dataflow")  # BETLAKE_RUNNER: where Beam pipelines run
+
+
+def _default_cache() -> Path:
+    return Path.home() / ".cache" / "betlake"
+
+
+def _lake_uri(root: str) -> str:
+    """A lake root as given, made absolute if it is a local path."""
+    return root if "://" in root else str(Path(root).resolve())
 
 
 @dataclass(frozen=True)
@@ -36,16 +51,22 @@ class Settings:
     max_clock_skew_seconds: int = 300
     partitions_start: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     kafka_options: Mapping[str, str] = field(default_factory=dict)
+    runner: str = "local"
+    pipeline_args: tuple[str, ...] = ()  # extra Beam options (BETLAKE_PIPELINE_ARGS, shell words)
+    cache: Path = field(default_factory=_default_cache)  # fetched tools: Kafka jars, Prism
+    dagster_home: Path = Path("dagster_home")  # DAGSTER_HOME, made absolute by from_env
+    bigquery_endpoint: str | None = None  # unset: Google BigQuery
+    bigquery_project: str | None = None  # unset: the credentials' (or the emulator's) project
+    bigquery_dataset: str = "betlake"
+    backfill_cron: str = "30 0 * * *"  # the nightly recomputation of yesterday
+    reference_cron: str = "0 5 * * *"  # the reference data reload
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the settings; a bad value raises :class:`ConfigError` naming the variable."""
         env = os.environ if env is None else env
-        lake = env.get("BETLAKE_LAKE", cls.lake)
-        if "://" not in lake:
-            lake = str(Path(lake).resolve())
         settings = cls(
-            lake=lake,
+            lake=_lake_uri(env.get("BETLAKE_LAKE", cls.lake)),
             reference=Path(env.get("BETLAKE_REFERENCE", str(cls.reference))),
             kafka_bootstrap=env.get("BETLAKE_KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
             telemetry_topic=env.get("BETLAKE_TELEMETRY_TOPIC", cls.telemetry_topic),
@@ -72,13 +93,38 @@ class Settings:
                 for key, value in env.items()
                 if key.startswith(_KAFKA_OPTION_PREFIX)
             },
+            runner=env.get("BETLAKE_RUNNER", cls.runner),
+            pipeline_args=_words(env, "BETLAKE_PIPELINE_ARGS"),
+            cache=Path(env.get("BETLAKE_CACHE") or _default_cache()).expanduser(),
+            dagster_home=Path(env.get("DAGSTER_HOME", str(cls.dagster_home))).resolve(),
+            bigquery_endpoint=env.get("BETLAKE_BIGQUERY_ENDPOINT") or None,
+            bigquery_project=env.get("BETLAKE_BIGQUERY_PROJECT") or None,
+            bigquery_dataset=env.get("BETLAKE_BIGQUERY_DATASET") or cls.bigquery_dataset,
+            backfill_cron=env.get("BETLAKE_BACKFILL_CRON", cls.backfill_cron),
+            reference_cron=env.get("BETLAKE_REFERENCE_CRON", cls.reference_cron),
         )
+        if settings.runner not in RUNNERS:
+            raise ConfigError(
+                f"BETLAKE_RUNNER must be one of {', '.join(RUNNERS)}, got {settings.runner!r}"
+            )
         if settings.window_seconds % 60 or 3600 % settings.window_seconds:
             raise ConfigError(
                 "BETLAKE_WINDOW_SECONDS must be a whole number of minutes that divides an hour "
                 f"(60, 120, 300, 600, ...), got {settings.window_seconds}"
             )
         return settings
+
+    def with_lake(self, root: str) -> Settings:
+        """These settings with another lake root (a local path is made absolute)."""
+        return replace(self, lake=_lake_uri(root))
+
+
+def _words(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "")
+    try:
+        return tuple(shlex.split(raw))
+    except ValueError as error:
+        raise ConfigError(f"{name} must be shell words ({error}), got {raw!r}") from None
 
 
 def _seconds(env: Mapping[str, str], name: str, default: int, *, zero_ok: bool = False) -> int:

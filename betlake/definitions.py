@@ -1,25 +1,46 @@
-"""The Dagster code location ``betlake``: every asset, check, job and resource."""
+"""The Dagster code location ``betlake``: every asset, check, job, schedule, sensor, resource.
+
+Dagster calls :func:`defs` when it loads the location: the settings that shape the definitions
+(window width and first partition, schedule crons, BigQuery target) are read from the
+environment then, once, never at import. Assets read the rest when they run
+(:class:`betlake.defs.resources.BetlakeResource`).
+"""
 
 import dagster as dg
 
-from betlake.defs.bigquery import bigquery_resource, site_window_stats_bigquery
+from betlake.config import Settings
+from betlake.defs.bigquery import bigquery_resource, site_window_stats_bigquery_asset
 from betlake.defs.corrections import (
     late_data_sensor,
-    nightly_backfill,
-    reference_reload,
     reload_reference_job,
     reprocess_job,
+    schedules,
 )
-from betlake.defs.gold import site_window_stats, telemetry_raw
+from betlake.defs.gold import site_window_stats_asset, telemetry_raw, window_partitions
 from betlake.defs.maintenance import maintain_lake
 from betlake.defs.reference import reference_assets, site_currencies_have_rates
 from betlake.defs.resources import BetlakeResource
 
-defs = dg.Definitions(
-    assets=[*reference_assets, telemetry_raw, site_window_stats, site_window_stats_bigquery],
-    asset_checks=[site_currencies_have_rates],
-    jobs=[maintain_lake, reprocess_job, reload_reference_job],
-    schedules=[nightly_backfill, reference_reload],
-    sensors=[late_data_sensor],
-    resources={"betlake": BetlakeResource(), "bigquery": bigquery_resource()},
-)
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """Every definition of the code location, shaped by ``settings``."""
+    partitions = window_partitions(settings)
+    return dg.Definitions(
+        assets=[
+            *reference_assets,
+            telemetry_raw,
+            site_window_stats_asset(partitions),
+            site_window_stats_bigquery_asset(partitions),
+        ],
+        asset_checks=[site_currencies_have_rates],
+        jobs=[maintain_lake, reprocess_job, reload_reference_job],
+        schedules=schedules(settings),
+        sensors=[late_data_sensor],
+        resources={"betlake": BetlakeResource(), "bigquery": bigquery_resource(settings)},
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location, from the environment as it is when Dagster loads it."""
+    return build_definitions(Settings.from_env())

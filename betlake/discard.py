@@ -19,10 +19,8 @@ import pyarrow.compute as pc
 
 from betlake.config import BetlakeError, Settings
 from betlake.contract import TELEMETRY_DISCARDED, TELEMETRY_RAW, TIMESTAMP
-from betlake.lake import Lake, time_range_filter, with_commit_retry
+from betlake.lake import Lake, time_range_filter
 from betlake.windowing import epoch_us
-
-_DELETE_CHUNK = 2000  # event ids per DELETE predicate
 
 
 @dataclass(frozen=True)
@@ -41,17 +39,9 @@ def _windows(events: pa.Table, window_seconds: int) -> tuple[datetime, datetime]
     return (datetime.fromtimestamp(first / 1e6, UTC), datetime.fromtimestamp(last / 1e6, UTC))
 
 
-def _delete_events(lake: Lake, events: pa.Table) -> None:
-    """Delete exactly these events from telemetry_raw (by partition and event_id)."""
-    table = lake.ensure(TELEMETRY_RAW)
-    for day in pc.unique(events.column("event_date")).to_pylist():
-        ids = events.filter(pc.equal(events.column("event_date"), day)).column("event_id")
-        for at in range(0, len(ids), _DELETE_CHUNK):
-            quoted = ", ".join(
-                "'" + i.replace("'", "''") + "'" for i in ids[at : at + _DELETE_CHUNK].to_pylist()
-            )
-            predicate = f"event_date = '{day}' AND event_id IN ({quoted})"
-            with_commit_retry(lambda p=predicate: table.delete(p), TELEMETRY_RAW.name)
+def _stamp(rows: int, at: datetime) -> pa.Array:
+    """A timestamp column holding ``at`` in each of ``rows`` rows."""
+    return pa.array(np.full(rows, epoch_us(at), np.int64)).cast(TIMESTAMP)
 
 
 def discard(
@@ -86,12 +76,11 @@ def discard(
         ("discard_reason", reason, pa.string()),
     ):
         audit = audit.append_column(name, pa.array([value] * n, dtype))
-    stamp = pa.array(np.full(n, epoch_us(now), np.int64)).cast(TIMESTAMP)
-    audit = audit.append_column("discarded_at", stamp).append_column(
+    audit = audit.append_column("discarded_at", _stamp(n, now)).append_column(
         "restored_at", pa.nulls(n, TIMESTAMP)
     )
-    lake.append(TELEMETRY_DISCARDED, audit)  # first the trace, then the removal
-    _delete_events(lake, events)
+    lake.append(TELEMETRY_DISCARDED, audit)  # first the trace, then the removal (one commit)
+    lake.delete_matching(TELEMETRY_RAW, events)
     return Discard(discard_id, n, *_windows(events, settings.window_seconds))
 
 
@@ -106,13 +95,9 @@ def restore(settings: Settings, discard_id: str) -> Discard:
         raise BetlakeError(f"no discard {discard_id!r} waiting to be restored")
     events = audit.select(TELEMETRY_RAW.schema.names)
     lake.insert_new(TELEMETRY_RAW, events)
-    table = lake.ensure(TELEMETRY_DISCARDED)
-    quoted = discard_id.replace("'", "''")
-    with_commit_retry(
-        lambda: table.update(
-            predicate=f"discard_id = '{quoted}' AND restored_at IS NULL",
-            updates={"restored_at": f"'{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%fZ}'"},
-        ),
-        TELEMETRY_DISCARDED.name,
+    restored_at = _stamp(audit.num_rows, datetime.now(UTC))
+    stamped = audit.set_column(
+        audit.schema.get_field_index("restored_at"), "restored_at", restored_at
     )
+    lake.upsert(TELEMETRY_DISCARDED, stamped, update_when="t.restored_at IS NULL")
     return Discard(discard_id, events.num_rows, *_windows(events, settings.window_seconds))

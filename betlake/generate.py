@@ -1,4 +1,4 @@
-"""Synthetic data: the sample reference files and realistic, imperfect player telemetry.
+"""Synthetic data: realistic, imperfect player telemetry.
 
 Telemetry comes out in *arrival* order: sessions of bets, settlements, deposits and page views
 in several currencies, players mostly on their home site, with a chosen out-of-order spread and
@@ -12,95 +12,15 @@ import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-import pyarrow as pa
 from pyarrow import csv
 
 from betlake.contract import BET_SITES, PLAYERS
 from betlake.windowing import epoch_us, to_utc
 
-# site_id, name, brand, country, currency, timezone
-SITES = [
-    ("uk-royalspin", "Royal Spin UK", "Royal Spin", "GB", "GBP", "Europe/London"),
-    ("uk-goalrush", "Goal Rush UK", "Goal Rush", "GB", "GBP", "Europe/London"),
-    ("ie-luckyclover", "Lucky Clover", "Royal Spin", "IE", "EUR", "Europe/Dublin"),
-    ("de-tormann", "Tormann Wetten", "Goal Rush", "DE", "EUR", "Europe/Berlin"),
-    ("es-apuestasol", "Apuesta Sol", "Sol Gaming", "ES", "EUR", "Europe/Madrid"),
-    ("it-calcioplay", "Calcio Play", "Sol Gaming", "IT", "EUR", "Europe/Rome"),
-    ("fr-lecoupfranc", "Le Coup Franc", "Goal Rush", "FR", "EUR", "Europe/Paris"),
-    ("se-nordspel", "Nordspel", "Nordic Play", "SE", "SEK", "Europe/Stockholm"),
-    ("no-fjordbet", "Fjord Bet", "Nordic Play", "NO", "NOK", "Europe/Oslo"),
-    ("dk-vikingodds", "Viking Odds", "Nordic Play", "DK", "DKK", "Europe/Copenhagen"),
-    ("pl-zaklad", "Zaklad Pewny", "Vistula", "PL", "PLN", "Europe/Warsaw"),
-    ("cz-sazka", "Sazka Hvezda", "Vistula", "CZ", "CZK", "Europe/Prague"),
-    ("hu-tippmix", "Tipp Duna", "Vistula", "HU", "HUF", "Europe/Budapest"),
-    ("ro-pariuri", "Pariuri Carpati", "Vistula", "RO", "RON", "Europe/Bucharest"),
-    ("ch-alpenwette", "Alpen Wette", "Goal Rush", "CH", "CHF", "Europe/Zurich"),
-    ("us-libertyline", "Liberty Line", "Stars & Odds", "US", "USD", "America/New_York"),
-    ("us-vegasdrive", "Vegas Drive", "Stars & Odds", "US", "USD", "America/Los_Angeles"),
-    ("ca-mapleodds", "Maple Odds", "Stars & Odds", "CA", "CAD", "America/Toronto"),
-    ("br-golaco", "Golaço Apostas", "Sol Gaming", "BR", "BRL", "America/Sao_Paulo"),
-    ("mx-quiniela", "Quiniela Azteca", "Sol Gaming", "MX", "MXN", "America/Mexico_City"),
-    ("jp-sakurabet", "Sakura Bet", "Pacific Play", "JP", "JPY", "Asia/Tokyo"),
-    ("au-outbackodds", "Outback Odds", "Pacific Play", "AU", "AUD", "Australia/Sydney"),
-    ("nz-kiwipunt", "Kiwi Punt", "Pacific Play", "NZ", "NZD", "Pacific/Auckland"),
-    ("za-springbok", "Springbok Bets", "Royal Spin", "ZA", "ZAR", "Africa/Johannesburg"),
-]
-# 1 unit = this many EUR, roughly, on the first day of the sample
-EUR_RATES = {
-    "GBP": 1.17, "SEK": 0.087, "NOK": 0.085, "DKK": 0.134, "PLN": 0.23, "CZK": 0.040,
-    "HUF": 0.0025, "RON": 0.20, "CHF": 1.06, "USD": 0.92, "CAD": 0.68, "BRL": 0.17,
-    "MXN": 0.050, "JPY": 0.0061, "AUD": 0.60, "NZD": 0.55, "ZAR": 0.050,
-}  # fmt: skip
-SEGMENT_WEIGHTS = {"vip": 0.03, "regular": 0.82, "new": 0.15}
-REFERENCE_PLAYERS = 10_000
-RATE_DAYS = 120
-RATE_LAST_DAY = date(2026, 11, 28)
 _PLUS_TWO = timezone(timedelta(hours=2))
-
-
-def sample_reference(seed: int = 7) -> dict[str, pa.Table]:
-    """The sample reference data: sites, 10,000 players, 120 days of rates with a few gaps."""
-    rng = random.Random(seed)
-    columns = [f.name for f in BET_SITES.schema if f.name != "loaded_at"]
-    sites = pa.table({name: [site[i] for site in SITES] for i, name in enumerate(columns)})
-    home = [rng.choice(SITES) for _ in range(REFERENCE_PLAYERS)]
-    players = pa.table(
-        {
-            "player_id": [f"p{n:05d}" for n in range(1, REFERENCE_PLAYERS + 1)],
-            "site_id": [site[0] for site in home],
-            "country": [site[3] for site in home],
-            "segment": rng.choices(
-                list(SEGMENT_WEIGHTS), weights=list(SEGMENT_WEIGHTS.values()), k=len(home)
-            ),
-            "registered_at": [
-                (
-                    datetime(2023, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(94_000_000))
-                ).strftime("%Y-%m-%dT%H:%M:%SZ")
-                for _ in home
-            ],
-        }
-    )
-    rates: dict[str, list] = {"date": [], "currency": [], "eur_rate": []}
-    first_day = RATE_LAST_DAY - timedelta(days=RATE_DAYS - 1)
-    for currency, rate in EUR_RATES.items():
-        for offset in range(RATE_DAYS):
-            rate *= 1 + rng.gauss(0, 0.004)
-            if offset and rng.random() < 0.03:  # a day the source did not publish
-                continue
-            rates["date"].append((first_day + timedelta(days=offset)).isoformat())
-            rates["currency"].append(currency)
-            rates["eur_rate"].append(f"{rate:.8f}")
-    return {"bet_sites": sites, "players": players, "fx_rates": pa.table(rates)}
-
-
-def write_reference(folder: Path, seed: int = 7) -> None:
-    """Write the sample reference CSV files into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, table in sample_reference(seed).items():
-        csv.write_csv(table, folder / f"{name}.csv")
 
 
 @dataclass(frozen=True)

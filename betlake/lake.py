@@ -1,4 +1,5 @@
-"""Lake IO on Delta tables: create, append, insert-if-new, replace a window range, query.
+"""Lake IO on Delta tables: create, append, insert-if-new, upsert, delete by key, replace a window
+range, query.
 
 Every write retries Delta commit conflicts with backoff, so concurrent writers (the stream and
 reprocessing runs) never lose a write to a ``CommitFailedError``.
@@ -54,6 +55,16 @@ def time_range_filter(
         & (ds.field(column) >= pa.scalar(start, TIMESTAMP))
         & (ds.field(column) < pa.scalar(end, TIMESTAMP))
     )
+
+
+def check_in_range(rows: pa.Table, start: datetime, end: datetime) -> None:
+    """Raise ValueError unless every row's window_start is in [start, end): only such rows can
+    replace that range."""
+    starts = rows.column("window_start")
+    if rows.num_rows and (
+        pc.min(starts).as_py() < to_utc(start) or pc.max(starts).as_py() >= to_utc(end)
+    ):
+        raise ValueError(f"rows outside [{start}, {end}) cannot replace that range")
 
 
 def with_commit_retry(write: Callable[[], T], what: str) -> T:
@@ -126,19 +137,14 @@ class Lake:
 
         Windows in the range that ``data`` lacks disappear; rows outside it are untouched.
         """
-        starts = data.column("window_start")
-        if data.num_rows and (
-            pc.min(starts).as_py() < to_utc(start) or pc.max(starts).as_py() >= to_utc(end)
-        ):
-            raise ValueError(f"rows outside [{start}, {end}) cannot replace that range")
+        check_in_range(data, start, end)
         self._write(spec, data, mode="overwrite", predicate=window_range_predicate(start, end))
 
-    def _merge(self, spec: TableSpec, data: pa.Table, build: Callable) -> dict:
-        """Merge ``data`` on the partition columns and key, retrying commit conflicts."""
+    def _merge(self, spec: TableSpec, source: pa.Table, build: Callable) -> dict:
+        """Merge ``source`` on the partition columns and key, retrying commit conflicts."""
         table = self.ensure(spec)
         on = [*spec.partition_by, *spec.key]
         predicate = " AND ".join(f"t.{col} = s.{col}" for col in on)
-        source = data.select(spec.schema.names).cast(spec.schema)
 
         def merge() -> dict:
             table.update_incremental()
@@ -153,7 +159,7 @@ class Lake:
         if data.num_rows:
             self._merge(
                 spec,
-                first_per_key(data, spec.key),
+                first_per_key(data, spec.key).select(spec.schema.names).cast(spec.schema),
                 lambda m: m.when_matched_update_all(
                     predicate=update_when
                 ).when_not_matched_insert_all(),
@@ -176,6 +182,16 @@ class Lake:
             f"SELECT s.* FROM s LEFT JOIN t ON {join} WHERE t.{on[-1]} IS NULL OR ({update_when})"
         )
         return con.sql(query).to_arrow_table()
+
+    def delete_matching(self, spec: TableSpec, keys: pa.Table) -> int:
+        """Delete, in one commit, the rows whose partition columns and key match a row of
+        ``keys`` (which holds at least those columns); returns how many were deleted."""
+        if not keys.num_rows:
+            return 0
+        on = [*spec.partition_by, *spec.key]
+        source = keys.select(on).cast(pa.schema([spec.schema.field(col) for col in on]))
+        done = self._merge(spec, first_per_key(source, on), lambda m: m.when_matched_delete())
+        return int(done["num_target_rows_deleted"])
 
     def insert_new(self, spec: TableSpec, data: pa.Table) -> int:
         """Append the rows whose key is not in the table yet (the first of each key in ``data``).

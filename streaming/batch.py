@@ -68,7 +68,7 @@ def reprocess(settings: Settings, start: datetime, end: datetime) -> ReprocessRe
     start, end = windowing.check_range(start, end)
     Reference.from_lake(Lake(settings.lake))  # fails clearly if it is not loaded yet
     began = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options(streaming=False)) as pipeline:
+    with beam.Pipeline(options=pipeline_options(settings, streaming=False)) as pipeline:
         _ = (
             pipeline
             | "Chunks" >> beam.Create(hour_chunks(start, end))

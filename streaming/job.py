@@ -78,7 +78,7 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, ask_to_stop)
     failure: list[BaseException] = []
-    with stream_options() as options:
+    with stream_options(settings) as options:
         pipeline = beam.Pipeline(options=options)
         build_stream(pipeline, settings, partitions, drain_when_idle=drain_when_idle)
         log.info("reading %s (%d partitions) from %s", settings.telemetry_topic,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -25,16 +24,15 @@ from apache_beam.metrics import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from betlake.config import ConfigError
+from betlake.config import ConfigError, Settings
 
 log = logging.getLogger("betlake.stream")
 prism_log = logging.getLogger("betlake.prism")
-RUNNERS = {"local": None, "flink": "FlinkRunner", "dataflow": "DataflowRunner"}
+BEAM_RUNNERS = {"flink": "FlinkRunner", "dataflow": "DataflowRunner"}  # the non-local platforms
 
 
-def prism_binary() -> Path:
+def prism_binary(cache: Path) -> Path:
     """The Prism runner built by ``scripts/install_prism.sh`` for this Beam version."""
-    cache = Path(os.environ.get("BETLAKE_CACHE", Path.home() / ".cache" / "betlake"))
     binary = cache / f"prism-{BEAM_VERSION}" / "prism"
     if not binary.is_file():
         raise ConfigError(
@@ -59,7 +57,7 @@ def _forward(lines: Iterable[str]) -> None:
 
 
 @contextmanager
-def prism_server(timeout: float = 60) -> Iterator[str]:
+def prism_server(cache: Path, timeout: float = 60) -> Iterator[str]:
     """A Prism job server that the job alone stops: yields its endpoint.
 
     Beam's PrismRunner starts Prism in the job's process group, so Ctrl-C (or a service
@@ -70,7 +68,7 @@ def prism_server(timeout: float = 60) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [str(prism_binary()), f"--job_port={port}", "--log_level=warn", "--log_kind=text",
+        [str(prism_binary(cache)), f"--job_port={port}", "--log_level=warn", "--log_kind=text",
          "--serve_http=false"],
         stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
     )  # fmt: skip
@@ -97,39 +95,36 @@ def prism_server(timeout: float = 60) -> Iterator[str]:
 
 
 def pipeline_options(
-    streaming: bool, env: dict[str, str] | None = None, job_endpoint: str | None = None
+    settings: Settings, streaming: bool, job_endpoint: str | None = None
 ) -> PipelineOptions:
     """Options for a stream (``streaming``) or batch run on the configured platform; a local
     stream runs on the Prism job server at ``job_endpoint`` (see :func:`prism_server`)."""
-    env = dict(os.environ) if env is None else env
-    platform = env.get("BETLAKE_RUNNER", "local")
-    if platform not in RUNNERS:
-        raise ConfigError(f"BETLAKE_RUNNER must be one of {', '.join(RUNNERS)}, got {platform!r}")
-    extra = shlex.split(env.get("BETLAKE_PIPELINE_ARGS", ""))
-    if platform != "local":
-        args = [f"--runner={RUNNERS[platform]}"]
+    if settings.runner != "local":
+        args = [f"--runner={BEAM_RUNNERS[settings.runner]}"]
     elif streaming:
         args = ["--runner=PrismRunner", "--environment_type=LOOPBACK"]
-        args += [f"--job_endpoint={job_endpoint}"] if job_endpoint else [
-            f"--prism_location={prism_binary()}", "--prism_log_level=warn"]  # fmt: skip
+        if job_endpoint:
+            args.append(f"--job_endpoint={job_endpoint}")
+        else:
+            args += [f"--prism_location={prism_binary(settings.cache)}", "--prism_log_level=warn"]
     else:
         # Beam's in-process batch runner, named directly: the DirectRunner would first try a
         # Prism it downloads (impossible here), and leave that failure in Prism's shared server.
         args = ["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"]
     if streaming:
         args.append("--streaming")
-    return PipelineOptions([*args, *extra])
+    return PipelineOptions([*args, *settings.pipeline_args])
 
 
 @contextmanager
-def stream_options() -> Iterator[PipelineOptions]:
+def stream_options(settings: Settings) -> Iterator[PipelineOptions]:
     """Options for the stream on the configured platform; locally, with its own Prism server
     for as long as the block runs."""
-    if os.environ.get("BETLAKE_RUNNER", "local") != "local":
-        yield pipeline_options(streaming=True)
+    if settings.runner != "local":
+        yield pipeline_options(settings, streaming=True)
         return
-    with prism_server() as endpoint:
-        yield pipeline_options(streaming=True, job_endpoint=endpoint)
+    with prism_server(settings.cache) as endpoint:
+        yield pipeline_options(settings, streaming=True, job_endpoint=endpoint)
 
 
 def counters(result: PipelineResult, namespace: str = "betlake") -> dict[str, int]:

@@ -6,8 +6,7 @@ It talks to Google BigQuery with the usual credentials, or to the local emulator
 (``scripts/bigquery_emulator.sh``) when ``BETLAKE_BIGQUERY_ENDPOINT`` names it.
 """
 
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -19,8 +18,8 @@ from google.cloud.bigquery import Client
 from pydantic import Field
 
 from betlake.bigquery import lake_range, mirror_range
+from betlake.config import Settings
 from betlake.contract import SITE_WINDOW_STATS
-from betlake.defs.gold import PARTITIONS, site_window_stats
 from betlake.defs.resources import BetlakeResource
 
 EMULATOR_PROJECT = "betlake-local"  # the project id used against an endpoint with no default
@@ -57,53 +56,58 @@ class BetlakeBigQueryResource(BigQueryResource):
             client.close()
 
 
-def bigquery_resource(env: Mapping[str, str] | None = None) -> BetlakeBigQueryResource:
-    """The resource configured from ``BETLAKE_BIGQUERY_PROJECT``, ``_DATASET``, ``_ENDPOINT``.
+def bigquery_resource(settings: Settings) -> BetlakeBigQueryResource:
+    """The resource for the settings' ``BETLAKE_BIGQUERY_PROJECT``, ``_DATASET``, ``_ENDPOINT``.
 
     The project defaults to ``betlake-local`` against an endpoint and to the credentials'
     project against Google.
     """
-    env = os.environ if env is None else env
-    endpoint = env.get("BETLAKE_BIGQUERY_ENDPOINT") or None
-    project = env.get("BETLAKE_BIGQUERY_PROJECT") or (EMULATOR_PROJECT if endpoint else None)
+    endpoint = settings.bigquery_endpoint
     return BetlakeBigQueryResource(
-        project=project,
-        dataset=env.get("BETLAKE_BIGQUERY_DATASET") or "betlake",
+        project=settings.bigquery_project or (EMULATOR_PROJECT if endpoint else None),
+        dataset=settings.bigquery_dataset,
         endpoint=endpoint,
     )
 
 
-@dg.asset(
-    partitions_def=PARTITIONS,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[site_window_stats],
-    group_name="gold",
-    kinds={"bigquery"},
-)
-def site_window_stats_bigquery(
-    context: dg.AssetExecutionContext, betlake: BetlakeResource, bigquery: BetlakeBigQueryResource
-) -> dg.MaterializeResult:
-    """site_window_stats mirrored in BigQuery: each run replaces exactly its window range."""
-    settings = betlake.settings()
-    window = context.partition_time_window
-    windows = int((window.end - window.start) / timedelta(seconds=settings.window_seconds))
-    rows = lake_range(betlake.lake(), window.start, window.end)
-    with bigquery.get_client() as client:
-        table = f"{client.project}.{bigquery.dataset}.{SITE_WINDOW_STATS.name}"
-        context.log.info(
-            "mirroring %d rows of %d windows [%s, %s) to %s",
-            rows.num_rows, windows, window.start, window.end, table,
-        )  # fmt: skip
-        in_range = mirror_range(
-            client, bigquery.dataset, SITE_WINDOW_STATS.name, rows, window.start, window.end
-        )
-    if in_range != rows.num_rows:
-        raise RuntimeError(f"{table} holds {in_range} rows in range, the lake {rows.num_rows}")
-    return dg.MaterializeResult(
-        metadata={
-            "rows": in_range,
-            "windows": windows,
-            "table": table,
-            "endpoint": bigquery.endpoint or "https://bigquery.googleapis.com",
-        }
+def site_window_stats_bigquery_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """The mirror asset, partitioned as gold (see :func:`betlake.defs.gold.window_partitions`)."""
+
+    @dg.asset(
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[SITE_WINDOW_STATS.name],
+        group_name="gold",
+        kinds={"bigquery"},
     )
+    def site_window_stats_bigquery(
+        context: dg.AssetExecutionContext,
+        betlake: BetlakeResource,
+        bigquery: BetlakeBigQueryResource,
+    ) -> dg.MaterializeResult:
+        """site_window_stats mirrored in BigQuery: each run replaces exactly its window range."""
+        settings = betlake.settings()
+        window = context.partition_time_window
+        windows = int((window.end - window.start) / timedelta(seconds=settings.window_seconds))
+        rows = lake_range(betlake.lake(), window.start, window.end)
+        with bigquery.get_client() as client:
+            table = f"{client.project}.{bigquery.dataset}.{SITE_WINDOW_STATS.name}"
+            context.log.info(
+                "mirroring %d rows of %d windows [%s, %s) to %s",
+                rows.num_rows, windows, window.start, window.end, table,
+            )  # fmt: skip
+            in_range = mirror_range(
+                client, bigquery.dataset, SITE_WINDOW_STATS.name, rows, window.start, window.end
+            )
+        if in_range != rows.num_rows:
+            raise RuntimeError(f"{table} holds {in_range} rows in range, the lake {rows.num_rows}")
+        return dg.MaterializeResult(
+            metadata={
+                "rows": in_range,
+                "windows": windows,
+                "table": table,
+                "endpoint": bigquery.endpoint or "https://bigquery.googleapis.com",
+            }
+        )
+
+    return site_window_stats_bigquery

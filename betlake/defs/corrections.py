@@ -1,16 +1,15 @@
 """The corrections loop: the late-data sensor, the nightly backfill, the reference reloads."""
 
-import os
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from betlake.contract import PARTITION_FORMAT
+from betlake.config import Settings
+from betlake.contract import PARTITION_FORMAT, SITE_WINDOW_STATS
 from betlake.corrections import Arrivals, coalesce, windows_to_recompute
-from betlake.defs.gold import PARTITIONS, WINDOW, site_window_stats
 from betlake.defs.reference import reference_assets
 from betlake.defs.resources import BetlakeResource
-from betlake.windowing import epoch_us
+from betlake.windowing import Windowing, epoch_us
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 IN_FLIGHT = [
@@ -20,10 +19,10 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
 ]
 
-reprocess_job = dg.define_asset_job(
+GOLD = dg.AssetKey(SITE_WINDOW_STATS.name)
+reprocess_job = dg.define_asset_job(  # partitioned as the gold asset it selects
     "reprocess_site_window_stats",
-    selection=[site_window_stats],
-    partitions_def=PARTITIONS,
+    selection=[GOLD],
     description="Recompute a range of windows of site_window_stats in one run.",
 )
 reload_reference_job = dg.define_asset_job(
@@ -50,7 +49,7 @@ def windows_in_flight(instance: dg.DagsterInstance, width_us: int) -> set[int]:
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
         first = run.tags.get(RANGE_START) or run.tags.get("dagster/partition")
         last = run.tags.get(RANGE_END) or first
-        if first and last and run.asset_selection and site_window_stats.key in run.asset_selection:
+        if first and last and run.asset_selection and GOLD in run.asset_selection:
             busy.update(range(window_of(first), window_of(last) + width_us, width_us))
     return busy
 
@@ -78,28 +77,32 @@ def late_data_sensor(context: dg.SensorEvaluationContext, betlake: BetlakeResour
     context.update_cursor(arrivals.dump())
 
 
-@dg.schedule(
-    job=reprocess_job,
-    cron_schedule=os.environ.get("BETLAKE_BACKFILL_CRON", "30 0 * * *"),
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every night, yesterday's windows recomputed in one run.",
-)
-def nightly_backfill(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    today = context.scheduled_execution_time.astimezone(UTC).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
-    first, last = today - timedelta(days=1), today - WINDOW
-    return dg.RunRequest(
-        run_key=f"nightly-{first:%Y-%m-%d}",
-        tags=range_tags(epoch_us(first), epoch_us(last)),
-    )
+def schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
+    """The nightly backfill and the reference reload, on the crons of ``settings``."""
+    window = Windowing.of(settings).width
 
+    @dg.schedule(
+        job=reprocess_job,
+        cron_schedule=settings.backfill_cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Every night, yesterday's windows recomputed in one run.",
+    )
+    def nightly_backfill(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        today = context.scheduled_execution_time.astimezone(UTC).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        first, last = today - timedelta(days=1), today - window
+        return dg.RunRequest(
+            run_key=f"nightly-{first:%Y-%m-%d}",
+            tags=range_tags(epoch_us(first), epoch_us(last)),
+        )
 
-reference_reload = dg.ScheduleDefinition(
-    job=reload_reference_job,
-    cron_schedule=os.environ.get("BETLAKE_REFERENCE_CRON", "0 5 * * *"),
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Reload the reference data every morning.",
-)
+    reference_reload = dg.ScheduleDefinition(
+        job=reload_reference_job,
+        cron_schedule=settings.reference_cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Reload the reference data every morning.",
+    )
+    return [nightly_backfill, reference_reload]

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -14,13 +15,14 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pytest
-from google.cloud.bigquery import Client
+from google.cloud.bigquery import Client, ScalarQueryParameter
 
 import betlake.bigquery
-from betlake.bigquery import WindowFigures, mirror_range, range_figures
+from betlake.bigquery import mirror_range, run
 from betlake.config import Settings
 from betlake.contract import SITE_WINDOW_STATS
-from betlake.defs.bigquery import bigquery_resource, site_window_stats_bigquery
+from betlake.defs.bigquery import bigquery_resource, site_window_stats_bigquery_asset
+from betlake.defs.gold import window_partitions
 from betlake.defs.resources import BetlakeResource
 from betlake.lake import Lake
 from betlake.windowing import to_utc
@@ -30,6 +32,7 @@ from tests.integration.test_site_window_stats import EXPECTED, A, B, C, ingest_s
 PROJECT = Path(__file__).resolve().parents[2]
 SCRIPT = PROJECT / "scripts" / "bigquery_emulator.sh"
 TABLE = SITE_WINDOW_STATS.name
+site_window_stats_bigquery = site_window_stats_bigquery_asset(window_partitions(Settings()))
 
 
 def emulator(action: str, port: int, home: Path) -> subprocess.CompletedProcess[str]:
@@ -62,7 +65,7 @@ def bigquery(endpoint: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("BETLAKE_BIGQUERY_ENDPOINT", endpoint)
     monkeypatch.setenv("BETLAKE_BIGQUERY_DATASET", f"test_{uuid.uuid4().hex[:12]}")
     monkeypatch.delenv("BETLAKE_BIGQUERY_PROJECT", raising=False)
-    return bigquery_resource()
+    return bigquery_resource(Settings.from_env())
 
 
 @pytest.fixture
@@ -89,9 +92,11 @@ def keys(rows: list[dict]) -> list[tuple]:
 
 
 def test_resource_from_the_environment() -> None:
-    emulator = bigquery_resource({"BETLAKE_BIGQUERY_ENDPOINT": "http://127.0.0.1:9050"})
+    emulator_env = {"BETLAKE_BIGQUERY_ENDPOINT": "http://127.0.0.1:9050"}
+    emulator = bigquery_resource(Settings.from_env(emulator_env))
     assert (emulator.project, emulator.dataset) == ("betlake-local", "betlake")
-    google = bigquery_resource({"BETLAKE_BIGQUERY_PROJECT": "p", "BETLAKE_BIGQUERY_DATASET": "d"})
+    google_env = {"BETLAKE_BIGQUERY_PROJECT": "p", "BETLAKE_BIGQUERY_DATASET": "d"}
+    google = bigquery_resource(Settings.from_env(google_env))
     assert (google.project, google.dataset, google.endpoint) == ("p", "d", None)
 
 
@@ -145,6 +150,42 @@ def test_a_failed_load_leaves_the_range_as_it_was(
     assert [t.table_id for t in client.list_tables(bigquery.dataset)] == [TABLE]
 
 
+@dataclass(frozen=True)
+class WindowFigures:
+    """Totals of one window: rows (sites), events and stake."""
+
+    window_start: datetime
+    rows: int
+    events: int
+    stake_eur: Decimal
+
+
+def range_figures(
+    client: Client, dataset: str, start: datetime, end: datetime
+) -> list[WindowFigures]:
+    """Per window of [start, end) of the mirror, in window order: rows, events, stake_eur."""
+    job = run(
+        client,
+        f"""
+        SELECT window_start, COUNT(*) AS n, SUM(events) AS events, SUM(stake_eur) AS stake_eur
+        FROM `{client.project}.{dataset}.{TABLE}`
+        WHERE window_start >= @start AND window_start < @end
+        GROUP BY window_start ORDER BY window_start
+        """,
+        [ScalarQueryParameter("start", "TIMESTAMP", start),
+         ScalarQueryParameter("end", "TIMESTAMP", end)],
+    )  # fmt: skip
+    return [
+        WindowFigures(
+            to_utc(row.window_start),
+            int(row.n),
+            int(row.events),
+            Decimal(row.stake_eur).quantize(Decimal("0.01")),
+        )
+        for row in job.result()
+    ]
+
+
 def lake_figures(lake: Lake, start: datetime, end: datetime) -> list[WindowFigures]:
     rows = (
         lake.connect()
@@ -184,7 +225,7 @@ def test_asset_mirrors_the_lake_figures_through_dagster(
     materialized = instance.get_materialized_partitions(site_window_stats_bigquery.key)
     assert materialized == {"2026-11-24-23:55", "2026-11-25-00:00"}
 
-    figures = range_figures(client, bigquery.dataset, TABLE, A, C)
+    figures = range_figures(client, bigquery.dataset, A, C)
     assert figures == lake_figures(loaded_lake, A, C)
     assert [(f.rows, f.events, f.stake_eur) for f in figures] == [
         (3, 12, Decimal("21.21")),

@@ -9,8 +9,8 @@ from pathlib import Path
 import dagster as dg
 
 from betlake.config import Settings
-from betlake.defs.corrections import late_data_sensor, nightly_backfill, reprocess_job
-from betlake.defs.gold import PARTITIONS, site_window_stats
+from betlake.defs.corrections import late_data_sensor, reprocess_job, schedules
+from betlake.defs.gold import site_window_stats_asset, window_partitions
 from betlake.defs.resources import BetlakeResource
 from betlake.ingest import ingest_files
 from betlake.lake import Lake
@@ -18,6 +18,8 @@ from streaming.batch import reprocess
 from tests.integration.test_site_window_stats import gold_rows, ingest_scenario
 
 DAY = datetime(2026, 11, 24, tzinfo=UTC)
+PARTITIONS = window_partitions(Settings())
+site_window_stats = site_window_stats_asset(PARTITIONS)
 RANGE = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
@@ -99,6 +101,7 @@ def test_sensor_leaves_windows_of_a_running_reprocess_for_later(
 
 
 def test_nightly_backfill_covers_exactly_yesterday() -> None:
+    nightly_backfill, _ = schedules(Settings())
     context = dg.build_schedule_context(
         scheduled_execution_time=datetime(2026, 11, 25, 0, 30, tzinfo=UTC)
     )
@@ -107,3 +110,11 @@ def test_nightly_backfill_covers_exactly_yesterday() -> None:
     assert (first, last) == ("2026-11-24-00:00", "2026-11-24-23:55")
     keys = PARTITIONS.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
     assert len(keys) == 288 and all(k.startswith("2026-11-24-") for k in keys)
+
+
+def test_schedules_run_on_the_configured_crons() -> None:
+    assert [s.cron_schedule for s in schedules(Settings())] == ["30 0 * * *", "0 5 * * *"]
+    settings = Settings.from_env(
+        {"BETLAKE_BACKFILL_CRON": "15 2 * * *", "BETLAKE_REFERENCE_CRON": "0 6 * * 1"}
+    )
+    assert [s.cron_schedule for s in schedules(settings)] == ["15 2 * * *", "0 6 * * 1"]

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from betlake.config import Settings
 from betlake.contract import BET_SITES, SITE_WINDOW_STATS
-from betlake.defs.gold import site_window_stats
+from betlake.defs.gold import site_window_stats_asset, window_partitions
 from betlake.defs.reference import reference_assets, site_currencies_have_rates
 from betlake.defs.resources import BetlakeResource
 from betlake.lake import Lake
@@ -31,6 +31,7 @@ from tests.integration.test_site_window_stats import (
 )
 
 PROJECT = Path(__file__).resolve().parents[2]
+site_window_stats = site_window_stats_asset(window_partitions(Settings()))
 
 
 def load_reference(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:

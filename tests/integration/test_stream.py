@@ -24,10 +24,11 @@ from betlake.contract import (
     validate,
 )
 from betlake.generate import TelemetrySpec, generate_telemetry
-from betlake.kafka import ensure_topic, produce, read_latest, stats_message
+from betlake.kafka import ensure_topic, produce, stats_message
 from betlake.lake import Lake
 from streaming.batch import reprocess
 from streaming.job import run_stream
+from tests.kafka_topics import read_latest
 
 pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).resolve().parents[2]

@@ -80,6 +80,17 @@ def test_bad_window_env_returns_1_with_one_line(
     assert out == ""
 
 
+@pytest.mark.parametrize(
+    ("name", "value"), [("BETLAKE_RUNNER", "spark"), ("BETLAKE_PIPELINE_ARGS", "--job_name='a")]
+)
+def test_bad_runner_env_stops_the_stream_with_one_line(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["stream"]) == 1
+    assert one_line(capsys.readouterr().err).startswith(f"betlake stream: {name}")
+
+
 @pytest.mark.parametrize("value", ["[/oops]", "[bold]x", "[red]"])
 def test_config_error_text_is_printed_literally(
     value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -33,6 +33,12 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.max_clock_skew_seconds == 300
     assert settings.partitions_start == datetime(2026, 1, 1, tzinfo=UTC)
     assert dict(settings.kafka_options) == {}
+    assert (settings.runner, settings.pipeline_args) == ("local", ())
+    assert settings.cache == Path.home() / ".cache" / "betlake"
+    assert settings.dagster_home == tmp_path.resolve() / "dagster_home"
+    assert (settings.bigquery_endpoint, settings.bigquery_project) == (None, None)
+    assert settings.bigquery_dataset == "betlake"
+    assert (settings.backfill_cron, settings.reference_cron) == ("30 0 * * *", "0 5 * * *")
 
 
 def test_unrelated_variables_ignored(tmp_path: Path) -> None:
@@ -80,6 +86,26 @@ def test_reads_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -
             "partitions_start",
             datetime(2025, 6, 30, tzinfo=UTC),
         ),
+        ("BETLAKE_RUNNER", "flink", "runner", "flink"),
+        ("BETLAKE_RUNNER", "dataflow", "runner", "dataflow"),
+        (
+            "BETLAKE_PIPELINE_ARGS",
+            "--flink_master=host:8081 --job_name='a b'",
+            "pipeline_args",
+            ("--flink_master=host:8081", "--job_name=a b"),
+        ),
+        ("BETLAKE_CACHE", "/var/cache/betlake", "cache", Path("/var/cache/betlake")),
+        ("DAGSTER_HOME", "/srv/dagster", "dagster_home", Path("/srv/dagster")),
+        (
+            "BETLAKE_BIGQUERY_ENDPOINT",
+            "http://127.0.0.1:9050",
+            "bigquery_endpoint",
+            "http://127.0.0.1:9050",
+        ),
+        ("BETLAKE_BIGQUERY_PROJECT", "my-project", "bigquery_project", "my-project"),
+        ("BETLAKE_BIGQUERY_DATASET", "gold", "bigquery_dataset", "gold"),
+        ("BETLAKE_BACKFILL_CRON", "15 2 * * *", "backfill_cron", "15 2 * * *"),
+        ("BETLAKE_REFERENCE_CRON", "0 6 * * 1", "reference_cron", "0 6 * * 1"),
     ],
 )
 def test_each_variable_read(name: str, value: str, attribute: str, expected: object) -> None:
@@ -123,6 +149,9 @@ def test_relative_lake_is_made_absolute(tmp_path: Path) -> None:
         ("BETLAKE_PARTITIONS_START", "2026-02-30"),
         ("BETLAKE_PARTITIONS_START", "2026/01/01"),
         ("BETLAKE_PARTITIONS_START", ""),
+        ("BETLAKE_RUNNER", "spark"),
+        ("BETLAKE_RUNNER", ""),
+        ("BETLAKE_PIPELINE_ARGS", "--job_name='unclosed"),
     ],
 )
 def test_bad_value_raises_config_error(name: str, value: str) -> None:
