@@ -75,11 +75,21 @@ id_chars = st.characters(exclude_categories=("Cc", "Cs")) | st.sampled_from(
 ids = st.text(id_chars, min_size=1, max_size=12) | st.text(
     id_chars, min_size=MAX_ID_CHARS - 2, max_size=MAX_ID_CHARS
 )
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=12,
-)
+
+
+def json_of(text: st.SearchStrategy[str]) -> st.SearchStrategy:
+    """Arbitrary JSON values whose strings (keys too) are drawn from ``text``."""
+    return st.recursive(
+        st.none() | st.booleans() | st.integers() | text | st.floats(allow_nan=False),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+        max_leaves=12,
+    )
+
+
+json_values = json_of(st.text())
+# Any code point, lone surrogates too (JSON escapes them, so the text is ASCII but invalid).
+any_text = st.text(st.characters(exclude_categories=()) | st.integers(0xD800, 0xDFFF).map(chr))
+any_json = json_of(any_text) | st.dictionaries(any_text, json_of(any_text), max_size=4)
 offsets = st.integers(-(23 * 60 + 59), 23 * 60 + 59)  # minutes
 moments = st.datetimes(datetime(1, 1, 2), datetime(2026, 11, 25, 11), timezones=st.just(UTC))
 
@@ -90,13 +100,15 @@ def valid_line(
     time_form: str | int,
     ids: tuple[str, str, str, str | None],
     cents: int,
+    zeros: int,
     currency: str | None,
     extra: object,
     ensure_ascii: bool,
 ) -> tuple[bytes, dict]:
     """A valid event and the exact values its bronze row must hold. ``time_form``: "ms" (epoch
     milliseconds, of a whole-millisecond moment), "Z" or "z" (UTC), or an offset in minutes;
-    the amount (money types only) is a decimal string, or a JSON number if ``cents`` is odd."""
+    the amount (money types only) is a decimal string, or a JSON number if ``cents`` is odd,
+    written with ``zeros`` more trailing zeros (the same decimal)."""
     if time_form == "ms":
         event_time: object = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
             milliseconds=1
@@ -109,13 +121,14 @@ def valid_line(
     obj = {"event_id": event_id, "event_type": event_type, "event_time": event_time,
            "player_id": player_id, "site_id": site_id, "bet_id": bet_id}  # fmt: skip
     amount = Decimal(cents).scaleb(-2) if event_type in MONEY_EVENT_TYPES else None
+    amount_text = f"{amount}{'0' * zeros}"
     if amount is not None:
-        obj["amount"] = "@amount@" if cents % 2 else str(amount)
+        obj["amount"] = "@amount@" if cents % 2 else amount_text
     if currency is not None:
         obj["currency"] = currency
     if extra is not None:
         obj["extra"] = extra
-    text = json.dumps(obj, ensure_ascii=ensure_ascii).replace('"@amount@"', str(amount))
+    text = json.dumps(obj, ensure_ascii=ensure_ascii).replace('"@amount@"', amount_text)
     return text.encode(), {
         "event_id": event_id,
         "event_type": event_type,
@@ -142,6 +155,7 @@ def valid_events(draw: st.DrawFn) -> tuple[bytes, dict]:
         time_form,
         (draw(ids), draw(ids), draw(ids), draw(st.none() | ids)),
         draw(st.integers(0, 10**18 - 1)),
+        draw(st.integers(0, 3) | st.integers(0, 100)),
         draw(st.sampled_from([None, "eur", " gbp ", "SEK", ""])),
         draw(st.none() | json_values),
         draw(st.booleans()),
@@ -156,6 +170,7 @@ NEIGHBOURS = [
         ["ms", "Z", "z", 330, -(23 * 60 + 59)][i % 5],
         (f"n-{i}-é", "玩家-😀\u200f", f"s\u2028{i}", None if i % 3 else "b-\U0010fffd"),
         1_234_567 * i,
+        i % 4,
         [None, " gbp ", ""][i % 3],
         [None, {"tags": ["ü", 1.5, None]}, "[{"][i % 3],
         i % 2 == 0,
@@ -194,15 +209,31 @@ def check(messages: list[tuple[bytes, Expected]]) -> None:
                 assert {k: stored[offset][k] for k in expected} == expected
 
 
+def strings(value: object) -> Iterator[str]:
+    """Every string in a parsed JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list | dict):
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            yield from strings(key)
+            yield from strings(item)
+
+
 def outcome_of_json(data: bytes) -> Expected:
-    """What the contract says of arbitrary bytes as far as the JSON layer decides."""
+    """What the contract says of arbitrary bytes as far as size and the JSON layer decide."""
     if len(data) > MAX_MESSAGE_BYTES:
         return "oversized"
     try:
         obj = json.loads(data.decode())
     except (ValueError, RecursionError):
         return "malformed_json"
-    return ANY if isinstance(obj, dict) else "malformed_json"
+    lone_surrogate = any(0xD800 <= ord(c) <= 0xDFFF for text in strings(obj) for c in text)
+    return ANY if isinstance(obj, dict) and not lone_surrogate else "malformed_json"
+
+
+def repeated(chunk: bytes, times: int) -> tuple[bytes, Expected]:
+    """Arbitrary bytes, repeated (up to ~120 KiB: past 64 KiB is oversized)."""
+    return chunk * times, outcome_of_json(chunk * times)
 
 
 # ---------------------------------------------------------------- properties
@@ -215,13 +246,15 @@ def test_valid_events_are_stored_with_their_exact_fields(messages) -> None:
 
 
 @cases(1500)
-@given(batches(st.binary(max_size=300).map(lambda b: (b, outcome_of_json(b)))))
+@given(
+    batches(st.builds(repeated, st.binary(max_size=300), st.integers(1, 1) | st.integers(1, 400)))
+)
 def test_arbitrary_bytes(messages) -> None:
     check(messages)
 
 
 @cases(1500)
-@given(batches(json_values.map(lambda v: (encode(v), outcome_of_json(encode(v))))))
+@given(batches(any_json.map(lambda v: (encode(v), outcome_of_json(encode(v))))))
 def test_arbitrary_json_values(messages) -> None:
     check(messages)
 
