@@ -263,7 +263,6 @@ MAX_ID_CHARS = 128  # a longer event_id, player_id, site_id or bet_id is `bad_id
 MAX_DEPTH = 128  # JSON nested deeper (arrays and objects) is `malformed_json`
 _CENT = Decimal("0.01")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc: C0, DEL and C1
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the only way JSON text spells one
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _OPENING = np.frombuffer(b"[{", np.uint8)
@@ -271,9 +270,7 @@ _OPENING = np.frombuffer(b"[{", np.uint8)
 
 def _too_deep(text: str) -> bool:
     """Whether JSON text nests arrays and objects deeper than :data:`MAX_DEPTH` (brackets in
-    strings do not count). Counting brackets first keeps this free for ordinary messages."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return False
+    strings do not count); only asked of a text with more opening brackets than that."""
     brackets = np.frombuffer(_NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).encode(), np.uint8)
     return bool(np.cumsum(np.where(np.isin(brackets, _OPENING), 1, -1)).max() > MAX_DEPTH)
 
@@ -290,9 +287,14 @@ def _json_int(text: str) -> int | _Number:
         return _Number(text)
 
 
+# One decoder for every message: a fraction stays its text, so are integers past the limit.
+_DECODER = json.JSONDecoder(parse_float=_Number, parse_int=_json_int)
+
+
 def _valid_unicode(obj: dict) -> bool:
     """Whether every string of a parsed object, keys included, can be stored (no lone
-    surrogate, which only a ``\\uD800``-style escape can produce)."""
+    surrogate, which only a ``\\uD800``-style escape can produce, so only asked of a text
+    with a ``\\u`` escape)."""
     try:
         json.dumps(obj, ensure_ascii=False).encode()
     except UnicodeEncodeError:
@@ -356,12 +358,12 @@ def _event(data: bytes, latest_us: int) -> tuple:
         raise _Rejected("oversized")
     try:
         text = data.decode()
-        if _too_deep(text):
+        if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(text):
             raise _Rejected("malformed_json")
-        obj = json.loads(text, parse_float=_Number, parse_int=_json_int)
+        obj = _DECODER.decode(text)
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise _Rejected("malformed_json") from None
-    if not isinstance(obj, dict) or (_SURROGATE_ESCAPE.search(text) and not _valid_unicode(obj)):
+    if not isinstance(obj, dict) or ("\\u" in text and not _valid_unicode(obj)):
         raise _Rejected("malformed_json")
     event_id = _required_string(obj, "event_id")
     event_type = _required_string(obj, "event_type")
@@ -371,7 +373,9 @@ def _event(data: bytes, latest_us: int) -> tuple:
     site_id = _required_string(obj, "site_id")
     bet_id = _optional_string(obj.get("bet_id"))
     for value in (event_id, player_id, site_id, bet_id):
-        if value is not None and (len(value) > MAX_ID_CHARS or _CONTROL.search(value)):
+        if value is not None and (
+            len(value) > MAX_ID_CHARS or (not value.isprintable() and _CONTROL.search(value))
+        ):
             raise _Rejected("bad_id")
     if event_type not in _EVENT_TYPE_SET:
         raise _Rejected("bad_event_type")
