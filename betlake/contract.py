@@ -417,6 +417,8 @@ def validate(batch: RawBatch, *, window_seconds: int, max_clock_skew_seconds: in
     bad_reason: list[str] = []
     bad_payload: list[str] = []
     for index, raw in enumerate(batch.payloads):
+        # A str (from Python callers) is judged as the bytes it stands for; a lone surrogate
+        # in it makes them invalid UTF-8.
         data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
         try:
             good.append(_event(data, latest_us))
