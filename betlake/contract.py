@@ -7,6 +7,7 @@ the stream and the file ingest call the same :func:`validate`.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from betlake.windowing import US, Windowing, epoch_us
+
+log = logging.getLogger(__name__)
 
 EVENT_TYPES = (
     "session_start",
@@ -38,6 +41,7 @@ MONEY = pa.decimal128(18, 2)
 RATE = pa.decimal128(18, 10)
 _MAX_AMOUNT = Decimal("9999999999999999.99")
 _MAX_EPOCH_MS = 253_402_300_800_000  # 10000-01-01
+_MIN_TIME_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z, the first a datetime can hold
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")
 
 
@@ -241,11 +245,53 @@ class _Rejected(Exception):
 
 
 _EVENT_TYPE_SET = frozenset(EVENT_TYPES)
+MAX_MESSAGE_BYTES = 64 * 1024  # a bigger message is `oversized`, whatever it holds
+MAX_ID_CHARS = 128  # a longer event_id, player_id, site_id or bet_id is `bad_id`
+MAX_DEPTH = 128  # JSON nested deeper (arrays and objects) is `malformed_json`
+_CENT = Decimal("0.01")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc: C0, DEL and C1
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_OPENING = np.frombuffer(b"[{", np.uint8)
+
+
+def _too_deep(text: str) -> bool:
+    """Whether JSON text nests arrays and objects deeper than :data:`MAX_DEPTH` (brackets in
+    strings do not count); only asked of a text with more opening brackets than that."""
+    brackets = np.frombuffer(_NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).encode(), np.uint8)
+    return bool(np.cumsum(np.where(np.isin(brackets, _OPENING), 1, -1)).max() > MAX_DEPTH)
+
+
+class _Number(str):
+    """A JSON number kept as its text: a fraction (money is read as the decimal it spells), or
+    an integer past Python's int-digits limit. Not a string: an id so written is missing."""
+
+
+def _json_int(text: str) -> int | _Number:
+    try:
+        return int(text)
+    except ValueError:  # over the int-digits limit
+        return _Number(text)
+
+
+# One decoder for every message: a fraction stays its text, so are integers past the limit.
+_DECODER = json.JSONDecoder(parse_float=_Number, parse_int=_json_int)
+
+
+def _valid_unicode(obj: dict) -> bool:
+    """Whether every string of a parsed object, keys included, can be stored (no lone
+    surrogate, which only a ``\\uD800``-style escape can produce, so only asked of a text
+    with a ``\\u`` escape)."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _required_string(obj: dict, name: str) -> str:
     value = obj.get(name)
-    if not isinstance(value, str) or not value:
+    if type(value) is not str or not value:
         raise _Rejected(f"missing_field:{name}")
     return value
 
@@ -265,11 +311,14 @@ def _event_time_us(value: object) -> int:
         parsed = datetime.fromisoformat(value.upper())
     except ValueError:  # e.g. month 13
         raise _Rejected("bad_event_time") from None
-    return epoch_us(parsed)
+    event_time = epoch_us(parsed)
+    if not _MIN_TIME_US <= event_time < _MAX_EPOCH_MS * 1000:  # e.g. year 1 at +01:00
+        raise _Rejected("bad_event_time")
+    return event_time
 
 
 def _amount(value: object) -> Decimal:
-    """A money amount: a JSON number (kept as its text) or a decimal string, >= 0, cents."""
+    """A money amount: a JSON number (kept as its text) or a decimal string, >= 0, in cents."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise _Rejected("bad_amount")
     try:
@@ -278,9 +327,10 @@ def _amount(value: object) -> Decimal:
         raise _Rejected("bad_amount") from None
     if not amount.is_finite() or amount < 0 or amount > _MAX_AMOUNT:
         raise _Rejected("bad_amount")
-    if amount.as_tuple().exponent < -2 and amount != amount.quantize(Decimal("0.01")):
+    cents = amount.quantize(_CENT)  # also what decimal(18, 2) can hold: 1.000...0 is 1.00
+    if cents != amount:
         raise _Rejected("bad_amount")  # fractions of a cent would be silently rounded
-    return amount
+    return cents
 
 
 def _optional_string(value: object) -> str | None:
@@ -289,76 +339,87 @@ def _optional_string(value: object) -> str | None:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _event(data: bytes, latest_us: int) -> tuple:
+    """The bronze values of one message (see :func:`validate`), or :class:`_Rejected`."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise _Rejected("oversized")
+    try:
+        text = data.decode()
+        if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(text):
+            raise _Rejected("malformed_json")
+        obj = _DECODER.decode(text)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _Rejected("malformed_json") from None
+    if not isinstance(obj, dict) or ("\\u" in text and not _valid_unicode(obj)):
+        raise _Rejected("malformed_json")
+    event_id = _required_string(obj, "event_id")
+    event_type = _required_string(obj, "event_type")
+    if "event_time" not in obj or obj["event_time"] in (None, ""):
+        raise _Rejected("missing_field:event_time")
+    player_id = _required_string(obj, "player_id")
+    site_id = _required_string(obj, "site_id")
+    bet_id = _optional_string(obj.get("bet_id"))
+    for value in (event_id, player_id, site_id, bet_id):
+        if value is not None and (
+            len(value) > MAX_ID_CHARS or (not value.isprintable() and _CONTROL.search(value))
+        ):
+            raise _Rejected("bad_id")
+    if event_type not in _EVENT_TYPE_SET:
+        raise _Rejected("bad_event_type")
+    event_time = _event_time_us(obj["event_time"])
+    amount = _amount(obj.get("amount")) if event_type in MONEY_EVENT_TYPES else None
+    if event_time > latest_us:
+        raise _Rejected("future_event")
+    currency = obj.get("currency")
+    currency = currency.strip().upper() or None if type(currency) is str else None
+    return event_id, event_type, event_time, player_id, site_id, amount, currency, bet_id, text
+
+
 def validate(batch: RawBatch, *, window_seconds: int, max_clock_skew_seconds: int) -> Validated:
-    """Check every message of a batch against the contract.
+    """Check every message of a batch against the contract; this never raises.
 
     Valid events come back as ``telemetry_raw`` rows (``arrived_late`` false), the others as
-    ``telemetry_rejected`` rows with one reason code each. Nothing is dropped.
+    ``telemetry_rejected`` rows with one reason code each. Nothing is dropped. The checks run in
+    this order, the first that fails giving the reason:
+
+    1. ``oversized``: over :data:`MAX_MESSAGE_BYTES` of UTF-8, measured before anything is
+       decoded or parsed;
+    2. ``malformed_json``: not UTF-8, nested deeper than :data:`MAX_DEPTH`, not JSON, not an
+       object, or a string in it (a key too) that is not valid Unicode (a lone surrogate);
+    3. ``missing_field:<name>``: event_id, event_type, event_time, player_id, site_id;
+    4. ``bad_id``: event_id, player_id, site_id or bet_id over :data:`MAX_ID_CHARS` characters
+       or holding a control character (Unicode category Cc);
+    5. ``bad_event_type``, ``bad_event_time``, ``bad_amount`` (money types only), then
+       ``future_event``.
+
+    A rejected row's payload is the message decoded as UTF-8 with any invalid byte written as
+    ``\\xNN``, whole (an oversized one too). Should a message raise anything unforeseen, it is
+    logged and rejected as ``malformed_json``, so the messages around it are unaffected.
     """
     arrived_us = epoch_us(batch.arrived_at)
     latest_us = arrived_us + max_clock_skew_seconds * US
-    cols: dict[str, list] = {
-        name: []
-        for name in (
-            "event_id",
-            "event_type",
-            "event_time",
-            "player_id",
-            "site_id",
-            "amount",
-            "currency",
-            "bet_id",
-            "payload",
-            "index",
-        )
-    }
+    good: list[tuple] = []
+    good_index: list[int] = []
     bad_index: list[int] = []
     bad_reason: list[str] = []
     bad_payload: list[str] = []
     for index, raw in enumerate(batch.payloads):
+        # A str (from Python callers) is judged as the bytes it stands for; a lone surrogate
+        # in it makes them invalid UTF-8.
+        data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
         try:
-            try:
-                text = raw if isinstance(raw, str) else raw.decode("utf-8")
-                obj = json.loads(text, parse_float=str)
-            except UnicodeDecodeError:
-                text = raw.decode("utf-8", errors="backslashreplace")  # kept, readable
-                raise _Rejected("malformed_json") from None
-            except ValueError:
-                raise _Rejected("malformed_json") from None
-            if not isinstance(obj, dict):
-                raise _Rejected("malformed_json")
-            event_id = _required_string(obj, "event_id")
-            event_type = _required_string(obj, "event_type")
-            if "event_time" not in obj or obj["event_time"] in (None, ""):
-                raise _Rejected("missing_field:event_time")
-            player_id = _required_string(obj, "player_id")
-            site_id = _required_string(obj, "site_id")
-            if event_type not in _EVENT_TYPE_SET:
-                raise _Rejected("bad_event_type")
-            event_time = _event_time_us(obj["event_time"])
-            amount = _amount(obj.get("amount")) if event_type in MONEY_EVENT_TYPES else None
-            if event_time > latest_us:
-                raise _Rejected("future_event")
-        except _Rejected as rejected:
-            bad_index.append(index)
-            bad_reason.append(str(rejected))
-            bad_payload.append(text)
+            good.append(_event(data, latest_us))
+            good_index.append(index)
             continue
-        currency = obj.get("currency")
-        cols["event_id"].append(event_id)
-        cols["event_type"].append(event_type)
-        cols["event_time"].append(event_time)
-        cols["player_id"].append(player_id)
-        cols["site_id"].append(site_id)
-        cols["amount"].append(amount)
-        cols["currency"].append(
-            currency.strip().upper() or None if isinstance(currency, str) else None
-        )
-        cols["bet_id"].append(_optional_string(obj.get("bet_id")))
-        cols["payload"].append(text)
-        cols["index"].append(index)
+        except _Rejected as rejected:
+            bad_reason.append(str(rejected))
+        except Exception:
+            log.exception("unforeseen error validating %s: rejected", batch.origins[index])
+            bad_reason.append("malformed_json")
+        bad_index.append(index)
+        bad_payload.append(data.decode("utf-8", "backslashreplace"))
     return Validated(
-        events=_bronze_rows(batch, cols, arrived_us, window_seconds),
+        events=_bronze_rows(batch, good, good_index, arrived_us, window_seconds),
         rejected=_rejected_rows(batch, bad_index, bad_reason, bad_payload, arrived_us),
     )
 
@@ -377,28 +438,31 @@ def _origin_columns(batch: RawBatch, index: Sequence[int]) -> dict[str, pa.Array
 
 
 def _bronze_rows(
-    batch: RawBatch, cols: dict[str, list], arrived_us: int, window_seconds: int
+    batch: RawBatch, rows: list[tuple], index: list[int], arrived_us: int, window_seconds: int
 ) -> pa.Table:
-    n = len(cols["index"])
-    event_time = np.asarray(cols["event_time"], dtype=np.int64)
+    """``telemetry_raw`` rows of the values :func:`_event` gave, message ``index`` each."""
+    n = len(rows)
+    (event_id, event_type, event_time_us, player_id, site_id, amount, currency, bet_id,
+     payload) = list(zip(*rows, strict=True)) or [()] * 9  # fmt: skip
+    event_time = np.asarray(event_time_us, dtype=np.int64)
     event_ts = pa.array(event_time, pa.int64()).cast(TIMESTAMP)
     columns = {
-        "event_id": pa.array(cols["event_id"], pa.string()),
-        "event_type": pa.array(cols["event_type"], pa.string()),
+        "event_id": pa.array(event_id, pa.string()),
+        "event_type": pa.array(event_type, pa.string()),
         "event_time": event_ts,
-        "player_id": pa.array(cols["player_id"], pa.string()),
-        "site_id": pa.array(cols["site_id"], pa.string()),
-        "amount": pa.array(cols["amount"], MONEY),
-        "currency": pa.array(cols["currency"], pa.string()),
-        "bet_id": pa.array(cols["bet_id"], pa.string()),
+        "player_id": pa.array(player_id, pa.string()),
+        "site_id": pa.array(site_id, pa.string()),
+        "amount": pa.array(amount, MONEY),
+        "currency": pa.array(currency, pa.string()),
+        "bet_id": pa.array(bet_id, pa.string()),
         "window_start": pa.array(Windowing(window_seconds).start_us(event_time), pa.int64()).cast(
             TIMESTAMP
         ),
         "event_date": pc.cast(event_ts, pa.date32()),
         "ingest_time": pa.array(np.full(n, arrived_us, dtype=np.int64), pa.int64()).cast(TIMESTAMP),
-        **_origin_columns(batch, cols["index"]),
+        **_origin_columns(batch, index),
         "arrived_late": pa.array(np.zeros(n, dtype=bool), pa.bool_()),
-        "payload": pa.array(cols["payload"], pa.string()),
+        "payload": pa.array(payload, pa.string()),
     }
     return pa.table(columns, schema=TELEMETRY_RAW.schema)
 

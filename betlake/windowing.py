@@ -27,7 +27,8 @@ def to_utc(value: datetime) -> datetime:
 
 def epoch_us(value: datetime) -> int:
     """Microseconds since the Unix epoch of a datetime (naive means UTC)."""
-    return (to_utc(value) - _EPOCH) // timedelta(microseconds=1)
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return (aware - _EPOCH) // timedelta(microseconds=1)  # no astimezone: year 1 at +01:00
 
 
 def from_epoch_us(value_us: int) -> datetime:

@@ -1,9 +1,11 @@
 """Integration fixtures: a real Kafka broker (once per session, on free ports), a real
-Dagster instance, and the test settings exported to the environment."""
+Dagster instance, the test settings exported to the environment, and settings for a stream
+test (its own topics on the session broker)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +13,11 @@ import pytest
 
 from betlake import broker
 from betlake.config import Settings
+from betlake.kafka import ensure_topic
+from betlake.lake import Lake
+from betlake.reference import REFERENCE_TABLES, read_reference_csv
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +47,21 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("BETLAKE_LAKE", settings.lake)
     monkeypatch.setenv("BETLAKE_REFERENCE", str(settings.reference))
     return settings
+
+
+@pytest.fixture
+def stream_settings(loaded_lake: Lake, settings: Settings, kafka_bootstrap: str, request):
+    """Test settings on the session broker, with topics of this test's own."""
+    name = request.node.name.replace("[", "-").replace("]", "")
+    env = {
+        "BETLAKE_LAKE": settings.lake,
+        "BETLAKE_REFERENCE": str(PROJECT / "data" / "reference"),
+        "BETLAKE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "BETLAKE_TELEMETRY_TOPIC": f"telemetry-{name}",
+        "BETLAKE_STATS_TOPIC": f"stats-{name}",
+    }
+    stream = Settings.from_env(env)
+    for spec in REFERENCE_TABLES:  # the sample reference, which the generator's players use
+        loaded_lake.overwrite(spec, read_reference_csv(spec, stream.reference, datetime.now(UTC)))
+    ensure_topic(stream, stream.telemetry_topic)
+    return stream

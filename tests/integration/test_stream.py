@@ -24,36 +24,16 @@ from betlake.contract import (
     validate,
 )
 from betlake.generate import TelemetrySpec, generate_telemetry
-from betlake.kafka import ensure_topic, produce, stats_message
+from betlake.kafka import produce, stats_message
 from betlake.lake import Lake
 from streaming.batch import reprocess
 from streaming.job import run_stream
+from tests.integration.conftest import PROJECT
 from tests.kafka_topics import read_latest
 
 pytestmark = pytest.mark.integration
-PROJECT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 24, tzinfo=UTC)
 FIGURES = [f.name for f in SITE_WINDOW_STATS.schema if f.name not in ("pane", "computed_at")]
-
-
-@pytest.fixture
-def stream_settings(loaded_lake: Lake, settings: Settings, kafka_bootstrap: str, request):
-    """Test settings on the session broker, with topics of this test's own."""
-    name = request.node.name.replace("[", "-").replace("]", "")
-    env = {
-        "BETLAKE_LAKE": settings.lake,
-        "BETLAKE_REFERENCE": str(PROJECT / "data" / "reference"),
-        "BETLAKE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "BETLAKE_TELEMETRY_TOPIC": f"telemetry-{name}",
-        "BETLAKE_STATS_TOPIC": f"stats-{name}",
-    }
-    stream = Settings.from_env(env)
-    from betlake.reference import REFERENCE_TABLES, read_reference_csv
-
-    for spec in REFERENCE_TABLES:  # the sample reference, which the generator's players use
-        loaded_lake.overwrite(spec, read_reference_csv(spec, stream.reference, datetime.now(UTC)))
-    ensure_topic(stream, stream.telemetry_topic)
-    return stream
 
 
 def send(settings: Settings, spec: TelemetrySpec) -> list[str]:

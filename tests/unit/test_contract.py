@@ -17,6 +17,7 @@ from betlake.contract import (
     Validated,
     validate,
 )
+from tests.hostile import hostile_lines, readable
 
 ARRIVED = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 RAW = "__RAW_NUMBER__"  # a placeholder replaced by the literal JSON text of a number
@@ -150,7 +151,7 @@ def test_missing_field(name: str, value: object) -> None:
 
 
 @pytest.mark.parametrize("name", ID_FIELDS)
-@pytest.mark.parametrize("value", [123, 0, True, ["p-1"], {"id": "p-1"}])
+@pytest.mark.parametrize("value", [123, 0, 4.2, True, ["p-1"], {"id": "p-1"}])
 def test_non_string_id_counts_as_missing(name: str, value: object) -> None:
     assert rejected_reason(line(event(**{name: value}))) == f"missing_field:{name}"
 
@@ -510,6 +511,18 @@ def test_file_rows_have_no_kafka_position() -> None:
         "malformed_json",
         "garbage",
     )
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"), hostile_lines(), ids=[f"line-{i}" for i in range(len(hostile_lines()))]
+)
+def test_hostile_line(data: bytes, reason: str | None) -> None:
+    """Each hostile class alone: its precise reason (or stored), its payload kept whole."""
+    if reason is None:
+        assert accepted(data)["payload"] == data.decode()
+    else:
+        [row] = run(data).rejected.to_pylist()
+        assert (row["reason"], row["payload"]) == (reason, readable(data))
 
 
 def test_empty_batch() -> None:
