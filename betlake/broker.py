@@ -237,8 +237,11 @@ def _port_answers(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> b
 
 
 def _port_free(port: int) -> bool:
-    """Return True if ``127.0.0.1:port`` can be bound right now."""
+    """Return True if a server could listen on ``127.0.0.1:port`` right now: no other socket
+    holds it, except connections in TIME_WAIT (a stopped broker leaves them for about a
+    minute; servers, the broker too, bind with SO_REUSEADDR, which ignores them)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
