@@ -16,7 +16,7 @@ from betlake.lake import Lake
 from betlake.reference import Reference
 from streaming.kafka_source import ReadTelemetry
 from streaming.runners import counters, pipeline_options
-from streaming.sinks import CommitOffsetsFn, PublishPanesFn, StoreTelemetryFn
+from streaming.sinks import STOPPING, CommitOffsetsFn, PublishPanesFn, StoreTelemetryFn
 from streaming.windows import SiteWindowStats, beam_lateness_seconds
 
 log = logging.getLogger("betlake.stream")
@@ -75,9 +75,11 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
     pipeline = beam.Pipeline(options=pipeline_options(streaming=True))
     build_stream(pipeline, settings, partitions, drain_when_idle=drain_when_idle)
     stop, asked = threading.Event(), threading.Event()
+    STOPPING.clear()
 
     def ask_to_stop(*_: object) -> None:
         asked.set()
+        STOPPING.set()
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

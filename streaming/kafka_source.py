@@ -25,7 +25,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from betlake.config import Settings
 from betlake.contract import RawBatch, Validated, epoch_us, validate
-from betlake.kafka import committed_offsets, stream_consumer
+from betlake.kafka import committed_offsets, consume, end_offset, stream_consumer
 from streaming.windows import arrived_too_late, watermark_ceiling
 
 END_OF_PARTITION = 2**63 - 1
@@ -128,6 +128,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
         self._consumers: dict[int, object] = {}
         self._positions: dict[int, int] = {}
         self._clocks: dict[int, PartitionWatermark] = {}
+        self._unreachable: set[int] = set()  # partitions whose end Kafka did not say last time
 
     def teardown(self) -> None:
         for consumer in self._consumers.values():
@@ -160,7 +161,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
                 settings.max_out_of_orderness_seconds, settings.idle_timeout_seconds
             ),
         )
-        polled = [m for m in consumer.consume(self.batch_size, self.poll_seconds) if not m.error()]
+        polled = consume(consumer, settings, self.batch_size, self.poll_seconds)
         claimed = []
         for message in polled:
             if not tracker.try_claim(message.offset()):
@@ -188,12 +189,16 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
         return min(self.settings.idle_timeout_seconds, self.drain_when_idle or float("inf"))
 
     def _lagging(self, consumer, partition: int) -> bool:
-        """Whether the partition holds messages past our position (then it is not idle)."""
-        from confluent_kafka import TopicPartition
-
-        _, end = consumer.get_watermark_offsets(
-            TopicPartition(self.settings.telemetry_topic, partition), timeout=5, cached=False
-        )
+        """Whether the partition holds messages past our position (then it is not idle). While
+        Kafka is away, and once more when it is back (its producers need time to resend), the
+        partition counts as lagging: were it idle, what they send would count as too late."""
+        end = end_offset(consumer, self.settings, partition)
+        if end is None:
+            self._unreachable.add(partition)
+            return True
+        if partition in self._unreachable:
+            self._unreachable.discard(partition)
+            return True
         return end > self._positions[partition]
 
     def _validate(self, partition: int, messages: list, before: Timestamp | None) -> PartitionRead:
