@@ -34,14 +34,12 @@ START = datetime(2026, 11, 24, tzinfo=UTC)
 FIGURES = [f.name for f in SITE_WINDOW_STATS.schema if f.name not in ("pane", "computed_at")]
 
 
-@pytest.fixture
-def stream_settings(loaded_lake: Lake, settings: Settings, kafka_bootstrap: str, request):
-    """Test settings on the session broker, with topics of this test's own."""
-    name = request.node.name.replace("[", "-").replace("]", "")
+def topic_settings(lake: Lake, settings: Settings, bootstrap: str, name: str) -> Settings:
+    """Test settings on the broker at ``bootstrap``, with topics of their own (after ``name``)."""
     env = {
         "BETLAKE_LAKE": settings.lake,
         "BETLAKE_REFERENCE": str(PROJECT / "data" / "reference"),
-        "BETLAKE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "BETLAKE_KAFKA_BOOTSTRAP": bootstrap,
         "BETLAKE_TELEMETRY_TOPIC": f"telemetry-{name}",
         "BETLAKE_STATS_TOPIC": f"stats-{name}",
     }
@@ -49,9 +47,16 @@ def stream_settings(loaded_lake: Lake, settings: Settings, kafka_bootstrap: str,
     from betlake.reference import REFERENCE_TABLES, read_reference_csv
 
     for spec in REFERENCE_TABLES:  # the sample reference, which the generator's players use
-        loaded_lake.overwrite(spec, read_reference_csv(spec, stream.reference, datetime.now(UTC)))
+        lake.overwrite(spec, read_reference_csv(spec, stream.reference, datetime.now(UTC)))
     ensure_topic(stream, stream.telemetry_topic)
     return stream
+
+
+@pytest.fixture
+def stream_settings(loaded_lake: Lake, settings: Settings, kafka_bootstrap: str, request):
+    """Test settings on the session broker, with topics of this test's own."""
+    name = request.node.name.replace("[", "-").replace("]", "")
+    return topic_settings(loaded_lake, settings, kafka_bootstrap, name)
 
 
 def send(settings: Settings, spec: TelemetrySpec) -> list[str]:
@@ -125,8 +130,9 @@ def test_stream_end_to_end(stream_settings: Settings) -> None:
     assert_converged(stream_settings, lines)
 
 
-def stream_process(settings: Settings) -> subprocess.Popen:
-    env = {
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment that points a ``betlake`` command at ``settings``."""
+    return {
         **os.environ,
         "BETLAKE_LAKE": settings.lake,
         "BETLAKE_REFERENCE": str(settings.reference),
@@ -134,8 +140,11 @@ def stream_process(settings: Settings) -> subprocess.Popen:
         "BETLAKE_TELEMETRY_TOPIC": settings.telemetry_topic,
         "BETLAKE_STATS_TOPIC": settings.stats_topic,
     }
+
+
+def stream_process(settings: Settings) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "betlake.cli", "stream"], cwd=PROJECT, env=env,
+        [sys.executable, "-m", "betlake.cli", "stream"], cwd=PROJECT, env=cli_env(settings),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
 
