@@ -107,12 +107,15 @@ class DeliveringProducer(Producer):
         log_wait(self.bootstrap, error)
 
     def deliver(self, what: str, stopping: threading.Event | None = None) -> None:
-        """Wait until Kafka has every message sent (saying so while it is away); raise
+        """Wait until Kafka has every message sent (saying so while it takes none); raise
         :class:`KafkaError` if one failed, or once ``stopping`` is set."""
-        while self.flush(1.0):
+        before = len(self)
+        while left := self.flush(1.0):
             if stopping is not None and stopping.is_set():
-                raise KafkaError(f"{len(self)} {what} not delivered: the job is stopping")
-            log_wait(self.bootstrap, f"{len(self)} {what} not delivered yet")
+                raise KafkaError(f"{left} {what} not delivered: the job is stopping")
+            if left >= before:
+                log_wait(self.bootstrap, f"{left} {what} not delivered yet")
+            before = left
         if self.failed:
             failed, self.failed = self.failed, []
             raise KafkaError(f"{len(failed)} {what} were not delivered: {failed[0].str()}")
