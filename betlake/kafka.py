@@ -93,18 +93,20 @@ class DeliveringProducer(Producer):
     failed to take (librdkafka retries each until its ``message.timeout.ms``)."""
 
     def __init__(self, settings: Settings, **extra: object) -> None:
-        self.bootstrap = settings.kafka_bootstrap
-        self.failed: list[ClientError] = []
+        bootstrap = settings.kafka_bootstrap
+        failed: list[ClientError] = []
+
+        def report(error: ClientError | None, _: Message) -> None:
+            if error is not None:
+                failed.append(error)
+
+        # the callbacks hold no reference to the producer: in a cycle, the garbage collector
+        # would destroy it (a blocking librdkafka call) at any time, in any thread
         super().__init__(client_config(settings, acks="all", **{
             "enable.idempotence": True, "linger.ms": 20, "delivery.report.only.error": True,
-            "on_delivery": self._report, "error_cb": self._trouble}, **extra))  # fmt: skip
-
-    def _report(self, error: ClientError | None, _: Message) -> None:
-        if error is not None:
-            self.failed.append(error)
-
-    def _trouble(self, error: ClientError) -> None:
-        log_wait(self.bootstrap, error)
+            "on_delivery": report, "error_cb": lambda error: log_wait(bootstrap, error)},
+            **extra))  # fmt: skip
+        self.bootstrap, self.failed = bootstrap, failed
 
     def deliver(self, what: str, stopping: threading.Event | None = None) -> None:
         """Wait until Kafka has every message sent (saying so while it takes none); raise
@@ -117,7 +119,8 @@ class DeliveringProducer(Producer):
                 log_wait(self.bootstrap, f"{left} {what} not delivered yet")
             before = left
         if self.failed:
-            failed, self.failed = self.failed, []
+            failed = list(self.failed)
+            self.failed.clear()
             raise KafkaError(f"{len(failed)} {what} were not delivered: {failed[0].str()}")
 
 
