@@ -89,8 +89,8 @@ def partitions_of(settings: Settings, topic: str) -> list[int]:
 
 
 class DeliveringProducer(Producer):
-    """An idempotent producer that waits for every replica and keeps the messages Kafka
-    failed to take (librdkafka retries each until its ``message.timeout.ms``)."""
+    """An idempotent producer that waits for every replica and records in ``failed`` why Kafka
+    did not take a message (librdkafka retries each until its ``message.timeout.ms``)."""
 
     def __init__(self, settings: Settings, **extra: object) -> None:
         bootstrap = settings.kafka_bootstrap
