@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -57,6 +58,7 @@ JVM_OPTS = (
 )
 _LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 _COMPLETE_MARKER = ".complete"
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 class BrokerError(BetlakeError):
@@ -235,8 +237,11 @@ def _port_answers(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> b
 
 
 def _port_free(port: int) -> bool:
-    """Return True if ``127.0.0.1:port`` can be bound right now."""
+    """Return True if a server could listen on ``127.0.0.1:port`` right now: no other socket
+    holds it, except connections in TIME_WAIT (a stopped broker leaves them for about a
+    minute; servers, the broker too, bind with SO_REUSEADDR, which ignores them)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -252,10 +257,16 @@ def _free_port() -> int:
 
 
 def free_port_pair() -> int:
-    """A free 127.0.0.1 port whose successor (the default controller port) is free too."""
-    for _ in range(50):
-        port = _free_port()
-        if _port_free(port + 1):
+    """A free 127.0.0.1 port whose successor (the default controller port) is free too, both
+    below the kernel's ephemeral range: no client connection takes them as its own port while
+    the broker is stopped, so it can start there again at once."""
+    try:
+        first_ephemeral = int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768
+    for _ in range(200):
+        port = random.randrange(10_000, first_ephemeral - 1)
+        if _port_free(port) and _port_free(port + 1):
             return port
     raise BrokerError("no free pair of ports on 127.0.0.1")
 

@@ -1,25 +1,56 @@
 """Kafka, in one place: client settings, topics, producing telemetry, publishing figures,
-committing offsets. Every client is confluent-kafka (librdkafka)."""
+committing offsets. Every client is confluent-kafka (librdkafka).
+
+The stream's clients wait out an outage of the broker: librdkafka reconnects by itself, its
+errors meanwhile are logged (at WARNING, at most every few seconds), a flush or an offset commit
+is retried until Kafka is back, and only a stop (``stopping``) makes them give up."""
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError as ClientError
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from betlake.config import BetlakeError, Settings
 
 STREAM_GROUP = "betlake-stream"  # the consumer group whose committed offsets the stream resumes
+RETRY_FOREVER = {"message.timeout.ms": 0}  # a producer option: deliver whenever Kafka is back
+WAIT_LOG_SECONDS = 5.0
+# errors of a commit that go away once the broker (the group's coordinator) is back
+_TRANSIENT = frozenset({
+    ClientError._WAIT_COORD, ClientError._TRANSPORT, ClientError._ALL_BROKERS_DOWN,
+    ClientError._TIMED_OUT, ClientError.REQUEST_TIMED_OUT, ClientError.NOT_COORDINATOR,
+    ClientError.COORDINATOR_NOT_AVAILABLE, ClientError.COORDINATOR_LOAD_IN_PROGRESS,
+})  # fmt: skip
+
+log = logging.getLogger("betlake.kafka")
+_waits: dict[str, float] = {}
+_waits_lock = threading.Lock()
 
 
 class KafkaError(BetlakeError):
     """Kafka could not be reached or refused a request."""
+
+
+def log_wait(bootstrap: str, why: object) -> None:
+    """Log at WARNING that we wait for Kafka at ``bootstrap``, at most every few seconds."""
+    now = time.monotonic()
+    with _waits_lock:
+        if now - _waits.get(bootstrap, float("-inf")) < WAIT_LOG_SECONDS:
+            return
+        _waits[bootstrap] = now
+    if isinstance(why, ClientError):
+        why = why.str()
+    log.warning("waiting for Kafka at %s: %s", bootstrap, why)
 
 
 def client_config(settings: Settings, **extra: object) -> dict[str, object]:
@@ -57,13 +88,45 @@ def partitions_of(settings: Settings, topic: str) -> list[int]:
     return sorted(found.partitions)
 
 
-def producer(settings: Settings, **extra: object) -> Producer:
-    """An idempotent producer that waits for every replica."""
-    return Producer(
-        client_config(
-            settings, acks="all", **{"enable.idempotence": True, "linger.ms": 20}, **extra
-        )
-    )
+class DeliveringProducer(Producer):
+    """An idempotent producer that waits for every replica and records in ``failed`` why Kafka
+    did not take a message (librdkafka retries each until its ``message.timeout.ms``)."""
+
+    def __init__(self, settings: Settings, **extra: object) -> None:
+        bootstrap = settings.kafka_bootstrap
+        failed: list[ClientError] = []
+
+        def report(error: ClientError | None, _: Message) -> None:
+            if error is not None:
+                failed.append(error)
+
+        # the callbacks hold no reference to the producer: in a cycle, the garbage collector
+        # would destroy it (a blocking librdkafka call) at any time, in any thread
+        super().__init__(client_config(settings, acks="all", **{
+            "enable.idempotence": True, "linger.ms": 20, "delivery.report.only.error": True,
+            "on_delivery": report, "error_cb": lambda error: log_wait(bootstrap, error)},
+            **extra))  # fmt: skip
+        self.bootstrap, self.failed = bootstrap, failed
+
+    def deliver(self, what: str, stopping: threading.Event | None = None) -> None:
+        """Wait until Kafka has every message sent (saying so while it takes none); raise
+        :class:`KafkaError` if one failed, or once ``stopping`` is set."""
+        before = len(self)
+        while left := self.flush(1.0):
+            if stopping is not None and stopping.is_set():
+                raise KafkaError(f"{left} {what} not delivered: the job is stopping")
+            if left >= before:
+                log_wait(self.bootstrap, f"{left} {what} not delivered yet")
+            before = left
+        if self.failed:
+            failed = list(self.failed)
+            self.failed.clear()
+            raise KafkaError(f"{len(failed)} {what} were not delivered: {failed[0].str()}")
+
+
+def producer(settings: Settings, **extra: object) -> DeliveringProducer:
+    """An idempotent producer that waits for every replica (see :class:`DeliveringProducer`)."""
+    return DeliveringProducer(settings, **extra)
 
 
 def keep_pace(sent: int, rate: float | None, began: float) -> None:
@@ -97,8 +160,7 @@ def produce(
             out.poll(0)
             yield sent
             keep_pace(sent, rate, began)
-    if out.flush(60):
-        raise KafkaError(f"{len(out)} messages were not delivered to {topic}")
+    out.deliver(f"messages to {topic}")
     yield sent
 
 
@@ -116,15 +178,20 @@ def stats_message(row: dict) -> tuple[str, str]:
     return f"{row['site_id']}|{value['window_start']}", json.dumps(value)
 
 
-def publish(out: Producer, topic: str, rows: Iterable[dict]) -> int:
-    """Publish figures rows and wait until Kafka has them all; returns how many."""
+def publish(
+    out: DeliveringProducer,
+    topic: str,
+    rows: Iterable[dict],
+    stopping: threading.Event | None = None,
+) -> int:
+    """Publish figures rows and wait until Kafka has them all (see
+    :meth:`DeliveringProducer.deliver`); returns how many."""
     count = 0
     for row in rows:
         key, value = stats_message(row)
         out.produce(topic, key=key.encode(), value=value.encode())
         count += 1
-    if out.flush(30):
-        raise KafkaError(f"{len(out)} figures were not delivered to {topic}")
+    out.deliver(f"figures to {topic}", stopping)
     return count
 
 
@@ -167,11 +234,45 @@ def publish_corrections(settings: Settings, before: list[dict], after: list[dict
 
 
 def stream_consumer(settings: Settings) -> Consumer:
-    """A consumer of the stream's group, for assigned partitions (no group rebalancing)."""
+    """A consumer of the stream's group, for assigned partitions (no group rebalancing); it logs
+    trouble reaching Kafka (rate-limited) and reconnects by itself."""
+    bootstrap = settings.kafka_bootstrap
     return Consumer(client_config(
         settings, **{"group.id": STREAM_GROUP, "enable.auto.commit": False,
                      "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
-                     "enable.partition.eof": False, "fetch.wait.max.ms": 100}))  # fmt: skip
+                     "enable.partition.eof": False, "fetch.wait.max.ms": 100,
+                     "error_cb": lambda error: log_wait(bootstrap, error)}))  # fmt: skip
+
+
+def consume(consumer: Consumer, settings: Settings, count: int, timeout: float) -> list[Message]:
+    """Up to ``count`` messages; an error among them (Kafka away, a partition moving) is logged
+    (rate-limited) and skipped, as the consumer retries by itself; a fatal one raises."""
+    messages = []
+    for message in consumer.consume(count, timeout):
+        error = message.error()
+        if error is None:
+            messages.append(message)
+        elif error.fatal():
+            raise KafkaError(f"the consumer failed: {error.str()}")
+        else:
+            log_wait(settings.kafka_bootstrap, error)
+    return messages
+
+
+def end_offsets(
+    consumer: Consumer, settings: Settings, partitions: list[int]
+) -> dict[int, int] | None:
+    """The telemetry partitions' end offsets now, or None while Kafka does not answer."""
+    try:
+        return {
+            p: consumer.get_watermark_offsets(
+                TopicPartition(settings.telemetry_topic, p), timeout=5, cached=False
+            )[1]
+            for p in partitions
+        }
+    except KafkaException as error:
+        log_wait(settings.kafka_bootstrap, f"end offsets unknown: {error}")
+        return None
 
 
 def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
@@ -195,20 +296,25 @@ def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> 
         consumer.close()
 
 
-def end_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
-    """The end offset (next offset to be written) of each partition."""
-    consumer = stream_consumer(settings)
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10, cached=False)[1]
-            for p in partitions
-        }
-    finally:
-        consumer.close()
-
-
-def commit(consumer: Consumer, topic: str, offsets: dict[int, int]) -> None:
-    """Commit the stream group's next offsets (synchronously)."""
-    consumer.commit(
-        offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
-    )
+def commit(
+    consumer: Consumer,
+    settings: Settings,
+    offsets: dict[int, int],
+    stopping: threading.Event,
+) -> None:
+    """Commit the stream group's next telemetry offsets (synchronously), retrying while Kafka is
+    away (committing later is always safe); raise :class:`KafkaError` if Kafka refuses them, or
+    once ``stopping`` is set."""
+    topic = settings.telemetry_topic
+    partitions = [TopicPartition(topic, p, o) for p, o in offsets.items()]
+    while True:
+        try:
+            consumer.commit(offsets=partitions, asynchronous=False)
+            return
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (error.retriable() or error.code() in _TRANSIENT):
+                raise KafkaError(f"cannot commit offsets of {topic}: {error.str()}") from None
+            log_wait(settings.kafka_bootstrap, f"offsets of {topic} not committed: {error.str()}")
+            if stopping.wait(1):
+                raise KafkaError(f"offsets of {topic} not committed: the job is stopping") from None

@@ -11,13 +11,19 @@ import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
 from betlake.config import BetlakeError, Settings
-from betlake.kafka import committed_offsets, end_offsets, ensure_topic, partitions_of
+from betlake.kafka import (
+    committed_offsets,
+    end_offsets,
+    ensure_topic,
+    partitions_of,
+    stream_consumer,
+)
 from betlake.lake import Lake
 from betlake.reference import Reference
 from betlake.windowing import Windowing
 from streaming.kafka_source import PARTITION_METRICS, ReadTelemetry
 from streaming.runners import counters, stream_options
-from streaming.sinks import CommitOffsetsFn, PublishPanesFn, StoreTelemetryFn
+from streaming.sinks import STOPPING, CommitOffsetsFn, PublishPanesFn, StoreTelemetryFn
 from streaming.windows import SiteWindowStats
 
 log = logging.getLogger("betlake.stream")
@@ -70,9 +76,11 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
     partitions = partitions_of(settings, settings.telemetry_topic)
     starts = committed_offsets(settings, settings.telemetry_topic, partitions)
     stop, asked = threading.Event(), threading.Event()
+    STOPPING.clear()
 
     def ask_to_stop(*_: object) -> None:
         asked.set()
+        STOPPING.set()
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -135,10 +143,13 @@ def check_drained(settings: Settings, starts: dict[int, int], metrics: dict[str,
         detail = ", ".join(f"partition {p}: {n}" for p, n in unread.items())
         log.error("drain incomplete: messages left unread (%s)", detail)
         raise BetlakeError(f"the drained run left messages unread ({detail})")
-    ends = end_offsets(settings, settings.telemetry_topic, list(starts))
-    arrived = sum(ends.values()) - sum(
-        metrics.get(f"drained_end_{p}", start) for p, start in starts.items()
-    )
+    consumer = stream_consumer(settings)
+    try:
+        ends = end_offsets(consumer, settings, list(starts))
+    finally:
+        consumer.close()
+    drained = {p: metrics.get(f"drained_end_{p}", start) for p, start in starts.items()}
+    arrived = sum(ends.values()) - sum(drained.values()) if ends else 0
     log.info("drained: every partition read to its end offset (%s)%s",
-             ", ".join(f"{p}: {ends[p]}" for p in sorted(ends)),
+             ", ".join(f"{p}: {end}" for p, end in sorted(drained.items())),
              f"; {arrived} messages arrived after the drain began" if arrived else "")  # fmt: skip

@@ -29,11 +29,11 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.shared import Shared
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
 
 from betlake.config import Settings
 from betlake.contract import TELEMETRY_RAW, RawBatch, validate
-from betlake.kafka import committed_offsets, stream_consumer
+from betlake.kafka import committed_offsets, consume, end_offsets, stream_consumer
 from betlake.lake import Lake
 from betlake.windowing import US, Windowing, epoch_us
 from streaming.ledger import EventLedger
@@ -64,8 +64,8 @@ class TopicEnds:
     """The topic's end offsets, polled at most once a second, and since when none has moved:
     the drain decision is for the whole topic, never for one partition alone."""
 
-    def __init__(self, topic: str, partitions: list[int]) -> None:
-        self.topic, self.partitions = topic, partitions
+    def __init__(self, settings: Settings, partitions: list[int]) -> None:
+        self.settings, self.partitions = settings, partitions
         self.ends: dict[int, int] | None = None
         self.moved = self.polled = time.monotonic()
 
@@ -74,15 +74,7 @@ class TopicEnds:
         if self.ends is not None and now - self.polled < 1:
             return self.ends
         self.polled = now
-        try:
-            ends = {
-                p: consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, p), timeout=5, cached=False
-                )[1]
-                for p in self.partitions
-            }
-        except KafkaException:
-            ends = None
+        ends = end_offsets(consumer, self.settings, self.partitions)
         if ends is None or ends != self.ends:
             self.moved = now
         self.ends = ends
@@ -185,7 +177,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
         self._consumers: dict[int, object] = {}
         self._positions: dict[int, int] = {}
         self._clocks: dict[int, PartitionWatermark] = {}
-        self._ends = TopicEnds(self.settings.telemetry_topic, self.partitions)
+        self._ends = TopicEnds(self.settings, self.partitions)
         self._ledger = self.ledger_handle.acquire(self._new_ledger)
 
     def _new_ledger(self) -> EventLedger:
@@ -230,7 +222,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
                 settings.max_out_of_orderness_seconds, settings.idle_timeout_seconds
             ),
         )
-        polled = [m for m in consumer.consume(self.batch_size, self.poll_seconds) if not m.error()]
+        polled = consume(consumer, settings, self.batch_size, self.poll_seconds)
         claimed = []
         for message in polled:
             if not tracker.try_claim(message.offset()):

@@ -5,6 +5,7 @@ no-stale-overwrite rule), the ``bet-site-stats`` topic, and the stream group's o
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from apache_beam.utils.timestamp import Timestamp
 from betlake.config import Settings
 from betlake.contract import NEWER_PANE, SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
 from betlake.kafka import (
+    RETRY_FOREVER,
     commit,
     producer,
     publish,
@@ -32,6 +34,7 @@ from betlake.windowing import Windowing
 from streaming.kafka_source import PartitionRead
 
 log = logging.getLogger("betlake.stream")
+STOPPING = threading.Event()  # set when the job is asked to stop: waits for Kafka give up
 
 
 class Tally:
@@ -129,7 +132,7 @@ class PublishPanesFn(beam.DoFn):
 
     def setup(self) -> None:
         self.lake = Lake(self.settings.lake)
-        self.producer = producer(self.settings)
+        self.producer = producer(self.settings, **RETRY_FOREVER)  # waits out an outage
         self.tally = Tally("figures")
 
     def start_bundle(self) -> None:
@@ -151,7 +154,7 @@ class PublishPanesFn(beam.DoFn):
         if rows:
             table = pa.Table.from_pylist(rows, schema=SITE_WINDOW_STATS.schema)
             self.lake.upsert(SITE_WINDOW_STATS, table, update_when=NEWER_PANE)
-            publish(self.producer, self.settings.stats_topic, rows)
+            publish(self.producer, self.settings.stats_topic, rows, STOPPING)
         self._log_windows(list(latest.values()))
         panes = Counter(row["pane"] for row in self.rows)
         self.tally.add(
@@ -212,7 +215,7 @@ class CommitOffsetsFn(beam.DoFn):
         still_open = [m for m in marks if m[2] > fired.micros]
         upto = still_open[0][0] if still_open else marks[-1][1]
         started = time.monotonic()
-        commit(self.consumer, self.settings.telemetry_topic, {partition: upto})
+        commit(self.consumer, self.settings, {partition: upto}, STOPPING)
         log.debug("partition %d committed up to %d (%.3fs)", partition, upto,
                   time.monotonic() - started)  # fmt: skip
         pending.clear()

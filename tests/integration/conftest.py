@@ -49,19 +49,25 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return settings
 
 
-@pytest.fixture
-def stream_settings(loaded_lake: Lake, settings: Settings, kafka_bootstrap: str, request):
-    """Test settings on the session broker, with topics of this test's own."""
-    name = request.node.name.replace("[", "-").replace("]", "")
+def topic_settings(lake: Lake, settings: Settings, bootstrap: str, name: str) -> Settings:
+    """Test settings on the broker at ``bootstrap``, with topics of their own (after ``name``)
+    and the sample reference data (which the generator's players use) loaded in ``lake``."""
     env = {
         "BETLAKE_LAKE": settings.lake,
         "BETLAKE_REFERENCE": str(PROJECT / "data" / "reference"),
-        "BETLAKE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "BETLAKE_KAFKA_BOOTSTRAP": bootstrap,
         "BETLAKE_TELEMETRY_TOPIC": f"telemetry-{name}",
         "BETLAKE_STATS_TOPIC": f"stats-{name}",
     }
     stream = Settings.from_env(env)
-    for spec in REFERENCE_TABLES:  # the sample reference, which the generator's players use
-        loaded_lake.overwrite(spec, read_reference_csv(spec, stream.reference, datetime.now(UTC)))
+    for spec in REFERENCE_TABLES:
+        lake.overwrite(spec, read_reference_csv(spec, stream.reference, datetime.now(UTC)))
     ensure_topic(stream, stream.telemetry_topic)
     return stream
+
+
+@pytest.fixture
+def stream_settings(loaded_lake: Lake, settings: Settings, kafka_bootstrap: str, request):
+    """Test settings on the session broker, with topics of this test's own."""
+    name = request.node.name.replace("[", "-").replace("]", "")
+    return topic_settings(loaded_lake, settings, kafka_bootstrap, name)

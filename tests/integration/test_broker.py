@@ -94,6 +94,40 @@ def test_produce_consume_roundtrip(kafka: tuple[str, Path, int]) -> None:
     assert partitions <= {0, 1, 2} and len(partitions) > 1
 
 
+def _in_time_wait(port: int) -> bool:
+    """Whether a TCP connection of local port ``port`` is in TIME_WAIT (Linux /proc)."""
+    rows = [row for table in ("tcp", "tcp6")
+            for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]]  # fmt: skip
+    return any(
+        int(local.rsplit(":", 1)[1], 16) == port and state == "06"
+        for local, state in (row.split()[1:4:2] for row in rows)
+    )
+
+
+def test_a_port_another_process_listens_on_is_taken(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:  # with SO_REUSEADDR, as servers do
+        port = server.getsockname()[1]
+        assert not broker._port_free(port)
+        with pytest.raises(broker.BrokerError, match="already in use"):
+            broker.start(f"127.0.0.1:{port}", home=tmp_path)
+    assert broker._port_free(port)
+
+
+def test_start_again_right_after_stop(kafka: tuple[str, Path, int]) -> None:
+    bootstrap, home, pid = kafka
+    port = int(bootstrap.rsplit(":", 1)[1])
+    client = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    client.produce(TOPIC, b"before")  # a connection the broker closes when it stops
+    assert client.flush(30) == 0
+    assert broker.stop(home=home) is True
+    assert _in_time_wait(port), "the stop left no TIME_WAIT connection: nothing is tested"
+
+    assert broker.start(bootstrap, home=home, timeout=120) != pid
+    assert broker.status(home=home).startswith("running")
+    client.produce(TOPIC, b"after")
+    assert client.flush(30) == 0
+
+
 def test_stop(kafka: tuple[str, Path, int]) -> None:
     bootstrap, home, _ = kafka
     port = int(bootstrap.rsplit(":", 1)[1])

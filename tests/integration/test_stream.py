@@ -107,8 +107,9 @@ def test_stream_end_to_end(stream_settings: Settings) -> None:
     assert_converged(stream_settings, lines)
 
 
-def stream_process(settings: Settings) -> subprocess.Popen:
-    env = {
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment that points a ``betlake`` command at ``settings``."""
+    return {
         **os.environ,
         "BETLAKE_LAKE": settings.lake,
         "BETLAKE_REFERENCE": str(settings.reference),
@@ -116,8 +117,11 @@ def stream_process(settings: Settings) -> subprocess.Popen:
         "BETLAKE_TELEMETRY_TOPIC": settings.telemetry_topic,
         "BETLAKE_STATS_TOPIC": settings.stats_topic,
     }
+
+
+def stream_process(settings: Settings) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "betlake.cli", "stream"], cwd=PROJECT, env=env,
+        [sys.executable, "-m", "betlake.cli", "stream"], cwd=PROJECT, env=cli_env(settings),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
 
