@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as ClientError
@@ -275,8 +276,19 @@ def end_offsets(
         return None
 
 
-def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
-    """Where the stream resumes in each partition: its committed offset, else the earliest."""
+class Committed(NamedTuple):
+    """A partition's committed position: the next offset to read, and the partition's
+    watermark when that offset was read (kept in the commit's metadata; None if unknown)."""
+
+    offset: int
+    watermark_us: int | None = None
+
+
+def committed_offsets(
+    settings: Settings, topic: str, partitions: list[int]
+) -> dict[int, Committed]:
+    """Where the stream resumes in each partition: its committed position, else the earliest
+    offset (watermark unknown)."""
     consumer = stream_consumer(settings)
     try:
         for attempt in range(30):  # a new broker takes a few seconds to elect the coordinator
@@ -289,8 +301,12 @@ def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> 
                 time.sleep(1)
         starts = {}
         for tp in committed:
-            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), 10)
-            starts[tp.partition] = tp.offset if tp.offset >= 0 else low
+            if tp.offset >= 0:
+                watermark = json.loads(tp.metadata or "{}").get("watermark_us")
+                starts[tp.partition] = Committed(tp.offset, watermark)
+            else:
+                low, _ = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), 10)
+                starts[tp.partition] = Committed(low)
         return starts
     finally:
         consumer.close()
@@ -299,14 +315,17 @@ def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> 
 def commit(
     consumer: Consumer,
     settings: Settings,
-    offsets: dict[int, int],
+    positions: dict[int, Committed],
     stopping: threading.Event,
 ) -> None:
     """Commit the stream group's next telemetry offsets (synchronously), retrying while Kafka is
     away (committing later is always safe); raise :class:`KafkaError` if Kafka refuses them, or
     once ``stopping`` is set."""
     topic = settings.telemetry_topic
-    partitions = [TopicPartition(topic, p, o) for p, o in offsets.items()]
+    partitions = [
+        TopicPartition(topic, p, c.offset, metadata=json.dumps({"watermark_us": c.watermark_us}))
+        for p, c in positions.items()
+    ]
     while True:
         try:
             consumer.commit(offsets=partitions, asynchronous=False)

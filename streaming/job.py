@@ -51,19 +51,20 @@ def build_stream(
             StoreTelemetryFn.PROGRESS, main="events"
         )
     )
-    published = (
+    # PublishPanesFn emits nothing: its output PCollection exists for its watermark, which
+    # stays behind every pane not yet in gold and on the topic. Flattened with the progress of
+    # the reads, it holds the commit timers back until what those offsets fed is published.
+    panes_published = (
         stored.events
         | "SiteWindowStats" >> SiteWindowStats(settings.lake, Windowing.of(settings), batch=False)
         | "PublishPanes" >> beam.ParDo(PublishPanesFn(settings))
         | "AfterPanes" >> beam.WindowInto(beam.window.GlobalWindows())
     )
     _ = (
-        (stored[StoreTelemetryFn.PROGRESS], published)
-        | "StoredAndPublished" >> beam.Flatten()
+        (stored[StoreTelemetryFn.PROGRESS], panes_published)
+        | "HoldCommitsUntilPublished" >> beam.Flatten()
         | "CommitOffsets"
-        >> beam.ParDo(CommitOffsetsFn(settings)).with_input_types(
-            beam.typehints.KV[int, beam.typehints.Tuple[int, int, int]]
-        )
+        >> beam.ParDo(CommitOffsetsFn(settings)).with_input_types(CommitOffsetsFn.INPUT)
     )
 
 
@@ -74,7 +75,10 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
     ensure_topic(settings, settings.telemetry_topic)
     ensure_topic(settings, settings.stats_topic, compacted=True)
     partitions = partitions_of(settings, settings.telemetry_topic)
-    starts = committed_offsets(settings, settings.telemetry_topic, partitions)
+    starts = {
+        p: c.offset
+        for p, c in committed_offsets(settings, settings.telemetry_topic, partitions).items()
+    }
     stop, asked = threading.Event(), threading.Event()
     STOPPING.clear()
 

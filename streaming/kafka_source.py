@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
-from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.shared import Shared
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
@@ -33,7 +33,7 @@ from confluent_kafka import TopicPartition
 
 from betlake.config import Settings
 from betlake.contract import TELEMETRY_RAW, RawBatch, validate
-from betlake.kafka import committed_offsets, consume, end_offsets, stream_consumer
+from betlake.kafka import Committed, committed_offsets, consume, end_offsets, stream_consumer
 from betlake.lake import Lake
 from betlake.windowing import US, Windowing, epoch_us
 from streaming.ledger import EventLedger
@@ -133,15 +133,18 @@ class _InOrderTracker(OffsetRestrictionTracker):
         return super().try_split(0) if fraction_of_remainder == 0 else None
 
 
-_RESTRICTION = beam.DoFn.RestrictionParam()  # the DoFn is its own restriction provider
-_WATERMARK = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())
+# The DoFn is its own restriction and watermark estimator provider.
+_RESTRICTION = beam.DoFn.RestrictionParam()
+_WATERMARK = beam.DoFn.WatermarkEstimatorParam()
 
 
-class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
+class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvider):
     """Partition numbers -> :class:`PartitionRead` batches, forever (or until idle, to drain).
 
     Each partition's restriction is its offset range from the committed offset on; it is never
-    split, so one partition is read in order by one reader.
+    split, so one partition is read in order by one reader. Its watermark starts where it was
+    when the committed offset was read (kept with the commit), so a restarted job judges the
+    events that waited in Kafka as the stopped one would have, not as all on time.
     """
 
     def __init__(
@@ -160,9 +163,19 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider):
         self.ledger_handle = Shared()  # one ledger for every reader of a worker
 
     def initial_restriction(self, partition: int) -> OffsetRange:
-        topic = self.settings.telemetry_topic
-        start = committed_offsets(self.settings, topic, [partition])[partition]
+        start = self._committed(partition).offset
         return OffsetRange(start, END_OF_PARTITION)
+
+    def initial_estimator_state(self, partition: int, restriction: OffsetRange):
+        watermark_us = self._committed(partition).watermark_us
+        return None if watermark_us is None else Timestamp(micros=watermark_us)
+
+    def create_watermark_estimator(self, state: Timestamp | None) -> ManualWatermarkEstimator:
+        return ManualWatermarkEstimator(state)
+
+    def _committed(self, partition: int) -> Committed:
+        topic = self.settings.telemetry_topic
+        return committed_offsets(self.settings, topic, [partition])[partition]
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
         return _InOrderTracker(restriction)

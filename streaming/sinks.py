@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -22,6 +23,7 @@ from betlake.config import Settings
 from betlake.contract import NEWER_PANE, SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
 from betlake.kafka import (
     RETRY_FOREVER,
+    Committed,
     commit,
     producer,
     publish,
@@ -83,6 +85,18 @@ class ReplaceGoldRangeFn(beam.DoFn):
         yield table.num_rows
 
 
+class StoredOffsets(NamedTuple):
+    """One read made durable, for the offset commits: offsets [first, next) of a partition are
+    in the lake, the windows they fed take events until ``open_until_us`` (event time), and
+    the partition's watermark was ``watermark_us`` when they were read (-1: not known yet).
+    Between the steps it travels as a plain tuple of ints (a deterministic coder)."""
+
+    first_offset: int
+    next_offset: int
+    open_until_us: int
+    watermark_us: int
+
+
 class StoreTelemetryFn(beam.DoFn):
     """A :class:`PartitionRead` -> its rows made durable, and what the stream's figures take.
 
@@ -118,14 +132,15 @@ class StoreTelemetryFn(beam.DoFn):
         open_until = timestamp.micros
         if last_start is not None:
             open_until = max(open_until, self.windowing.commit_after_us(last_start))
-        yield beam.pvalue.TaggedOutput(
-            self.PROGRESS, (read.partition, (read.first_offset, read.next_offset, open_until))
-        )
+        watermark = -1 if read.watermark_us is None else read.watermark_us
+        stored = StoredOffsets(read.first_offset, read.next_offset, open_until, watermark)
+        yield beam.pvalue.TaggedOutput(self.PROGRESS, (read.partition, tuple(stored)))
 
 
 class PublishPanesFn(beam.DoFn):
     """Fired panes -> upserted into gold (never over a row counting more events) and published
-    to the ``bet-site-stats`` topic, a bundle at a time; logs one line per fired window."""
+    to the ``bet-site-stats`` topic, a bundle at a time; logs one line per fired window. It
+    emits nothing: its output only carries the watermark that holds the offset commits."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -178,9 +193,14 @@ class PublishPanesFn(beam.DoFn):
 
 
 class CommitOffsetsFn(beam.DoFn):
-    """(partition, (first, next offset, open until)) -> the stream group's offsets committed
-    once every window those offsets fed is past its last pane (event-time timers), so a restart
-    re-reads exactly what the lake does not have in final form."""
+    """(partition, :class:`StoredOffsets`) -> the stream group's offsets committed once every
+    window those offsets fed is past its last pane (event-time timers), so a restart re-reads
+    exactly what the lake does not have in final form. Each commit keeps, in its metadata, the
+    partition's watermark when the committed offset was read: a restarted job starts from it,
+    so events that waited in Kafka meanwhile are judged as the stopped job would have."""
+
+    # Beam typehint of the input: the key's coder must be deterministic for state and timers.
+    INPUT = beam.typehints.KV[int, beam.typehints.Tuple[int, int, int, int]]
 
     PENDING = BagStateSpec("pending", PickleCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
@@ -196,12 +216,12 @@ class CommitOffsetsFn(beam.DoFn):
 
     def process(
         self,
-        element: tuple[int, tuple[int, int, int]],
+        element: tuple[int, tuple[int, int, int, int]],
         pending=beam.DoFn.StateParam(PENDING),
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
-        pending.add(element[1])
-        expiry.set(Timestamp(micros=min(open_until for _, _, open_until in pending.read())))
+        pending.add(StoredOffsets(*element[1]))
+        expiry.set(Timestamp(micros=min(m.open_until_us for m in pending.read())))
 
     @on_timer(EXPIRY)
     def commit_expired(
@@ -212,14 +232,19 @@ class CommitOffsetsFn(beam.DoFn):
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
         marks = sorted(pending.read())
-        still_open = [m for m in marks if m[2] > fired.micros]
-        upto = still_open[0][0] if still_open else marks[-1][1]
+        still_open = [m for m in marks if m.open_until_us > fired.micros]
+        if still_open:  # resume at the first read a window still needs, under its watermark
+            upto = Committed(still_open[0].first_offset, still_open[0].watermark_us)
+        else:  # resume after the last read (its watermark: a lower bound of the next one's)
+            upto = Committed(marks[-1].next_offset, marks[-1].watermark_us)
+        if upto.watermark_us < 0:
+            upto = upto._replace(watermark_us=None)
         started = time.monotonic()
         commit(self.consumer, self.settings, {partition: upto}, STOPPING)
-        log.debug("partition %d committed up to %d (%.3fs)", partition, upto,
+        log.debug("partition %d committed up to %d (%.3fs)", partition, upto.offset,
                   time.monotonic() - started)  # fmt: skip
         pending.clear()
         for mark in still_open:
             pending.add(mark)
         if still_open:
-            expiry.set(Timestamp(micros=min(m[2] for m in still_open)))
+            expiry.set(Timestamp(micros=min(m.open_until_us for m in still_open)))
