@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -27,6 +25,7 @@ from betlake.kafka import ensure_topic, produce, read_latest, stats_message
 from betlake.lake import Lake
 from streaming.batch import reprocess
 from streaming.job import run_stream
+from tests.faults import start_job
 
 pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).resolve().parents[2]
@@ -125,28 +124,13 @@ def test_stream_end_to_end(stream_settings: Settings) -> None:
     assert_converged(stream_settings, lines)
 
 
-def stream_process(settings: Settings) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "BETLAKE_LAKE": settings.lake,
-        "BETLAKE_REFERENCE": str(settings.reference),
-        "BETLAKE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "BETLAKE_TELEMETRY_TOPIC": settings.telemetry_topic,
-        "BETLAKE_STATS_TOPIC": settings.stats_topic,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "betlake.cli", "stream"], cwd=PROJECT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
 def test_restart_loses_nothing_and_doubles_nothing(stream_settings: Settings, stop) -> None:
     first = send(
         stream_settings,
         TelemetrySpec(count=4000, start=START, span=timedelta(minutes=40), seed=4),
     )
-    job = stream_process(stream_settings)
+    job = start_job(stream_settings)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not gold(Lake(stream_settings.lake)):
         time.sleep(1)
