@@ -54,6 +54,7 @@ FIGURES = [f.name for f in SITE_WINDOW_STATS.schema if f.name not in ("pane", "c
 IN_ORDER, OUT_OF_ORDER, LATE, TOO_LATE = "in_order", "out_of_order", "late", "too_late"
 DUPLICATE, MALFORMED = "duplicate", "malformed"
 ON_TIME = (IN_ORDER, OUT_OF_ORDER, LATE)  # never flagged arrived_late by any sane watermark
+TOO_LATE_MARGIN = 40  # seconds: a too-late event's window closed this long before the watermark
 RESTART_GAP = 60  # seconds after a kill within which a restarted job may not have its watermark
 
 
@@ -250,6 +251,7 @@ class PacedProducer(threading.Thread):
         self.players += [("ghost-1", self.sites[0]), (self.players[0][0], "xx-unlisted")]
         self.sent: list[Sent] = []
         self.started_at = self.finished_at = 0.0
+        self.sending = threading.Event()
         self.error: BaseException | None = None
         self.counter = 0
 
@@ -316,6 +318,22 @@ class PacedProducer(threading.Thread):
             event["amount"] = f"{amount:.2f}" if rng.random() < 0.3 else float(amount)
         return event, event_us
 
+    def _behind(self, category: str) -> float:
+        """How far behind the wall clock an event of ``category`` is (seconds): a late one is
+        behind the watermark (wall clock - bound) by 7 s or more, and its window stays open
+        for 10 s or more; a too-late one is in a window that closed (end + allowed
+        lateness) 40 s or more before the watermark."""
+        rng, s = self.rng, self.settings
+        bound, lateness, width = (s.max_out_of_orderness_seconds, s.allowed_lateness_seconds,
+                                  s.window_seconds)  # fmt: skip
+        if category == TOO_LATE:
+            now = time.time()
+            latest = (now - bound - TOO_LATE_MARGIN - lateness - width) // width * width
+            return now - (latest - width * rng.randrange(2) + rng.uniform(0, width))
+        return {IN_ORDER: rng.uniform(0, 0.2), OUT_OF_ORDER: rng.uniform(1, bound - 0.5),
+                LATE: rng.uniform(bound + 7, bound + lateness - 10),
+                MALFORMED: rng.uniform(0, 1)}[category]  # fmt: skip
+
     def _message(self, category: str) -> Sent:
         rng = self.rng
         if category == DUPLICATE:
@@ -330,9 +348,7 @@ class PacedProducer(threading.Thread):
             wanted = int(category.split(":")[1])
             player = rng.choice([p for p in self.players if partition_of(p[0]) == wanted])
             category = IN_ORDER
-        behind = {IN_ORDER: rng.uniform(0, 0.2), OUT_OF_ORDER: rng.uniform(1, 4.5),
-                  LATE: rng.uniform(12, 25), TOO_LATE: rng.uniform(180, 240),
-                  MALFORMED: rng.uniform(0, 1)}[category]  # fmt: skip
+        behind = self._behind(category)
         event, event_us = self._event(behind, player)
         key = event["player_id"]
         if category == MALFORMED:
@@ -354,6 +370,7 @@ class PacedProducer(threading.Thread):
         topic = self.settings.telemetry_topic
         plan = self.plan()
         self.started_at = began = time.time()
+        self.sending.set()
         for planned, category in plan:
             ahead = began + planned - time.time()
             if ahead > 0:
@@ -373,6 +390,13 @@ class PacedProducer(threading.Thread):
         if out.flush(60):
             raise RuntimeError(f"{len(out)} messages were not delivered to {topic}")
         self.finished_at = time.time()
+
+    def wait_until(self, seconds: float) -> float:
+        """Sleep until ``seconds`` after the first message was sent; returns the wall clock."""
+        if not self.sending.wait(120):
+            raise RuntimeError("the producer did not start sending")
+        time.sleep(max(0.0, self.started_at + seconds - time.time()))
+        return time.time()
 
     def finish(self, timeout: float) -> list[Sent]:
         """Wait for the last message to be delivered; returns the log."""

@@ -51,8 +51,7 @@ def test_every_event_counted_or_flagged(fault: str, kafka_bootstrap: str, tmp_pa
         job = jobs.start()
         producer.start()
         if fault != "drained":
-            time.sleep(max(0.0, producer.started_at + FAULT_AT - time.time()))
-            kills.append(time.time())
+            kills.append(producer.wait_until(FAULT_AT))
             if fault == "kill-9":
                 kill_group(job, signal.SIGKILL)
                 job.wait(30)
