@@ -591,8 +591,9 @@ def account(settings: Settings, sent: list[Sent], kills: list[float] = ()) -> Ac
                [f"{k[0]:%H:%M} {k[1]} ({truth[k]['events']} events)" for k in truth
                 if k not in gold])  # fmt: skip
     result.add("gold rows for windows the truth lacks",
-               [f"{k[0]:%H:%M} {k[1]} ({gold[k]['events']} events)" for k in gold
-                if k not in truth])  # fmt: skip
+               [f"{k[0]:%H:%M} {k[1]} ({gold[k]['events']} events; bronze has "
+                f"{everything.get(k, {}).get('events', 0)}, all flagged arrived_late)"
+                for k in gold if k not in truth])  # fmt: skip
     differ, counted_late, over, under = [], 0, 0, 0
     for key in sorted(set(gold) & set(truth)):
         g, t = gold[key], truth[key]
