@@ -6,6 +6,7 @@ producer's log, and a DuckDB query over bronze's on-time rows)."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import random
@@ -50,7 +51,7 @@ FAULT_ENV = {
 }
 FIGURES = [f.name for f in SITE_WINDOW_STATS.schema if f.name not in ("pane", "computed_at",
                                                                       "window_date")]  # fmt: skip
-# categories of valid events, and how far behind the wall clock their event time is (seconds)
+# what the producer sends (see PacedProducer._behind for how far behind the wall clock)
 IN_ORDER, OUT_OF_ORDER, LATE, TOO_LATE = "in_order", "out_of_order", "late", "too_late"
 DUPLICATE, MALFORMED = "duplicate", "malformed"
 ON_TIME = (IN_ORDER, OUT_OF_ORDER, LATE)  # never flagged arrived_late by any sane watermark
@@ -243,11 +244,10 @@ class PacedProducer(threading.Thread):
         self.settings, self.workload = settings, workload
         self.rng = random.Random(workload.seed)
         with (REFERENCE / "players.csv").open() as f:
-            rows = [line.strip().replace('"', "").split(",") for line in f.readlines()[1:]]
+            rows = [(r["player_id"], r["site_id"]) for r in csv.DictReader(f)]
         with (REFERENCE / "bet_sites.csv").open() as f:
-            sites = [line.strip().replace('"', "").split(",") for line in f.readlines()[1:]]
-        self.sites = [s[0] for s in sites]
-        self.players = [(r[0], r[1]) for r in self.rng.sample(rows, workload.players)]
+            self.sites = [r["site_id"] for r in csv.DictReader(f)]
+        self.players = self.rng.sample(rows, workload.players)
         self.players += [("ghost-1", self.sites[0]), (self.players[0][0], "xx-unlisted")]
         self.sent: list[Sent] = []
         self.started_at = self.finished_at = 0.0

@@ -45,7 +45,9 @@ def test_every_event_counted_or_flagged(fault: str, kafka_bootstrap: str, tmp_pa
     settings = fault_settings(str(tmp_path / "lake"), kafka_bootstrap, f"faults-{fault}")
     prepare(settings)
     workload = Workload()
-    jobs, problems, kills = JobRuns(settings, tmp_path, DRAIN_IDLE), [], []
+    jobs = JobRuns(settings, tmp_path, DRAIN_IDLE)
+    problems: list[str] = []
+    kills: list[float] = []  # when the job's process group was signalled (wall clock)
     producer = PacedProducer(settings, workload)
     try:
         job = jobs.start()
@@ -82,14 +84,15 @@ def test_every_event_counted_or_flagged(fault: str, kafka_bootstrap: str, tmp_pa
 
 def stop_cleanly(jobs: JobRuns, job: subprocess.Popen) -> list[str]:
     """SIGTERM to the job's process group; what went wrong with the contract's clean stop."""
-    problems, began = [], time.monotonic()
+    problems: list[str] = []
+    began = time.monotonic()
     kill_group(job, signal.SIGTERM)
     try:
-        code = job.wait(STOP_WITHIN)
+        code: int | None = job.wait(STOP_WITHIN)
     except subprocess.TimeoutExpired:
         code = None
-    left = wait_group_empty(job.pid, max(0.0, began + STOP_WITHIN - time.monotonic()))
     took = time.monotonic() - began
+    left = wait_group_empty(job.pid, max(0.0, began + STOP_WITHIN - time.monotonic()))
     if left:
         kill_group(job, signal.SIGKILL)
         job.wait(30)
@@ -100,7 +103,7 @@ def stop_cleanly(jobs: JobRuns, job: subprocess.Popen) -> list[str]:
             f"({'still running' if code is None else 'exited'} after {took:.1f}s)"
         )
     if "Traceback" in output or "Segmentation fault" in output or "panic:" in output:
-        problems.append(f"SIGTERM to the process group: a crash in the output:\n{tail(output)}")
+        problems.append(f"SIGTERM to the process group: a crash in the output:\n{tail(output, 12)}")
     if left:
         problems.append(f"SIGTERM to the process group: {len(left)} processes left after "
                         f"{STOP_WITHIN}s: {left}")  # fmt: skip
