@@ -21,14 +21,9 @@ from betlake.contract import TELEMETRY_RAW
 from betlake.generate import TelemetrySpec, generate_telemetry
 from betlake.lake import Lake
 from streaming.job import run_stream
+from tests.faults import start_job, stream_env
 from tests.integration.conftest import PROJECT, topic_settings
-from tests.integration.test_stream import (
-    START,
-    assert_converged,
-    cli_env,
-    stream_process,
-    truth,
-)
+from tests.integration.test_stream import START, assert_converged, truth
 
 pytestmark = pytest.mark.integration
 RATE, PRODUCE_SECONDS = 300, 40  # events a second, for this long
@@ -54,7 +49,7 @@ def generate_process(settings: Settings, spec: TelemetrySpec, log: Path) -> subp
     with log.open("w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "betlake.cli", "generate", "--to", "kafka", *args],
-            cwd=PROJECT, env=cli_env(settings), stdout=out, stderr=subprocess.STDOUT,
+            cwd=PROJECT, env=stream_env(settings), stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
 
@@ -73,7 +68,7 @@ def test_stream_waits_out_a_broker_restart(
     )
     lines = [line for _, line in generate_telemetry(spec, stream.reference)]
     valid, _ = truth(lines)
-    job = stream_process(stream)
+    job = start_job(stream)
     producer = generate_process(stream, spec, tmp_path / "producer.log")
     with ThreadPoolExecutor(1) as pool:
         output = pool.submit(job.stdout.read)  # drained as it comes: the pipe never fills

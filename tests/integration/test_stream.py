@@ -6,8 +6,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -28,7 +26,7 @@ from betlake.kafka import produce, stats_message
 from betlake.lake import Lake
 from streaming.batch import reprocess
 from streaming.job import run_stream
-from tests.integration.conftest import PROJECT
+from tests.faults import start_job
 from tests.kafka_topics import read_latest
 
 pytestmark = pytest.mark.integration
@@ -107,25 +105,6 @@ def test_stream_end_to_end(stream_settings: Settings) -> None:
     assert_converged(stream_settings, lines)
 
 
-def cli_env(settings: Settings) -> dict[str, str]:
-    """The environment that points a ``betlake`` command at ``settings``."""
-    return {
-        **os.environ,
-        "BETLAKE_LAKE": settings.lake,
-        "BETLAKE_REFERENCE": str(settings.reference),
-        "BETLAKE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "BETLAKE_TELEMETRY_TOPIC": settings.telemetry_topic,
-        "BETLAKE_STATS_TOPIC": settings.stats_topic,
-    }
-
-
-def stream_process(settings: Settings) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "betlake.cli", "stream"], cwd=PROJECT, env=cli_env(settings),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-
-
 def assert_all_gone(job_pid: int, output: str) -> None:
     """Nothing the job started outlives it: not its process group, not its Prism runner."""
     deadline = time.monotonic() + 10
@@ -149,7 +128,7 @@ def test_restart_loses_nothing_and_doubles_nothing(stream_settings: Settings, st
         stream_settings,
         TelemetrySpec(count=4000, start=START, span=timedelta(minutes=40), seed=4),
     )
-    job = stream_process(stream_settings)
+    job = start_job(stream_settings)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not gold(Lake(stream_settings.lake)):
         time.sleep(1)

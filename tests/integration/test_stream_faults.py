@@ -1,0 +1,110 @@
+"""End-to-end accounting of the stream under faults, on the real broker, Prism and Delta tables.
+
+A paced producer (see :class:`tests.faults.Workload`) runs for about two minutes while
+``betlake stream`` runs as a subprocess in its own process group: (a) drained, started just
+before the producer; (b) killed with SIGKILL mid-run, restarted at once; (c) stopped with
+SIGTERM mid-run (it must exit 0 within 10 s, without a traceback, leaving no process), then
+restarted. Every restart is a drained run, so each case ends by itself. Then every valid event
+must be in bronze once, and either in the figures or flagged arrived_late, never both.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from betlake.lake import Lake
+from tests.faults import (
+    JobRuns,
+    PacedProducer,
+    Workload,
+    account,
+    check_read_everything,
+    fault_settings,
+    kill_group,
+    prepare,
+    wait_group_empty,
+)
+
+pytestmark = pytest.mark.integration
+DRAIN_IDLE = 15  # seconds: --drain-when-idle of every run
+FAULT_AT = 60  # seconds after the producer's start: the workload sends no too-late event then
+STOP_WITHIN = 10  # seconds: the contract's clean stop
+
+
+def tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.mark.parametrize("fault", ["drained", "kill-9", "sigterm"])
+def test_every_event_counted_or_flagged(fault: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = fault_settings(str(tmp_path / "lake"), kafka_bootstrap, f"faults-{fault}")
+    prepare(settings)
+    workload = Workload()
+    jobs = JobRuns(settings, tmp_path, DRAIN_IDLE)
+    problems: list[str] = []
+    kills: list[float] = []  # when the job's process group was signalled (wall clock)
+    producer = PacedProducer(settings, workload)
+    try:
+        job = jobs.start()
+        producer.start()
+        if fault != "drained":
+            kills.append(producer.wait_until(FAULT_AT))
+            if fault == "kill-9":
+                kill_group(job, signal.SIGKILL)
+                job.wait(30)
+            else:
+                problems += stop_cleanly(jobs, job)
+            job = jobs.start()  # at once
+        sent = producer.finish(workload.seconds + 60)
+        try:
+            code = job.wait(DRAIN_IDLE + 120)
+        except subprocess.TimeoutExpired:
+            problems.append(f"the drained run had not ended {DRAIN_IDLE + 120}s after the last "
+                            f"message (killed then; the checks below see what it left); its "
+                            f"output:\n{tail(jobs.output(job), 8)}")  # fmt: skip
+        else:
+            if code != 0 or "Traceback" in jobs.output(job):
+                problems.append(f"the drained run ended with status {code}; its output:\n"
+                                f"{tail(jobs.output(job), 15)}")  # fmt: skip
+    finally:
+        jobs.kill_all()
+    problems += [f"the drained run did not read everything: {line}"
+                 for line in check_read_everything(settings, sent)]  # fmt: skip
+    accounting = account(settings, sent, kills)
+    print(f"{fault}: {accounting.figures}")
+    problems += accounting.problems
+    assert Lake(settings.lake).open("site_window_stats") is not None, "the stream wrote no gold"
+    assert not problems, f"{fault}: {len(problems)} problems:\n" + "\n".join(problems)
+
+
+def stop_cleanly(jobs: JobRuns, job: subprocess.Popen) -> list[str]:
+    """SIGTERM to the job's process group; what went wrong with the contract's clean stop."""
+    problems: list[str] = []
+    began = time.monotonic()
+    kill_group(job, signal.SIGTERM)
+    try:
+        code: int | None = job.wait(STOP_WITHIN)
+    except subprocess.TimeoutExpired:
+        code = None
+    took = time.monotonic() - began
+    left = wait_group_empty(job.pid, max(0.0, began + STOP_WITHIN - time.monotonic()))
+    if left:
+        kill_group(job, signal.SIGKILL)
+        job.wait(30)
+    output = jobs.output(job)
+    if code != 0:
+        problems.append(
+            f"SIGTERM to the process group: exit status {code} "
+            f"({'still running' if code is None else 'exited'} after {took:.1f}s)"
+        )
+    if "Traceback" in output or "Segmentation fault" in output or "panic:" in output:
+        problems.append(f"SIGTERM to the process group: a crash in the output:\n{tail(output, 12)}")
+    if left:
+        problems.append(f"SIGTERM to the process group: {len(left)} processes left after "
+                        f"{STOP_WITHIN}s: {left}")  # fmt: skip
+    return problems
