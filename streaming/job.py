@@ -126,7 +126,8 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
 def _quiet_shutdown() -> None:
     """A stop asked for is not an error: the runner's and the worker threads' complaints about
     the cancelled pipeline (closed streams, failed bundles) go to the debug log."""
-    logging.getLogger("betlake.prism").setLevel(logging.CRITICAL)
+    for name in ("betlake.prism", "apache_beam"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
     def to_debug(hook: threading.ExceptHookArgs) -> None:
         log.debug("worker thread %s ended at shutdown: %r", hook.thread, hook.exc_value)
