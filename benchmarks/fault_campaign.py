@@ -27,7 +27,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))  # the helpers shared with the tests
 
-from betlake import broker  # noqa: E402
+from betlake.local import broker  # noqa: E402
 from tests.faults import (  # noqa: E402
     WAITED,
     JobRuns,

@@ -23,12 +23,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from betlake.config import Settings
-from betlake.contract import PARTITION_FORMAT
-from betlake.generate import TelemetrySpec, generate_telemetry
-from betlake.ingest import ingest_files
-from betlake.lake import Lake
-from betlake.reference import REFERENCE_TABLES, read_reference_csv
+from betlake.core.config import Settings
+from betlake.core.contract import PARTITION_FORMAT
+from betlake.core.ingest import ingest_files
+from betlake.core.lake import Lake
+from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
+from betlake.local.generate import TelemetrySpec, generate_telemetry
 
 PROJECT = Path(__file__).resolve().parents[1]
 DAY = datetime(2026, 11, 24, tzinfo=UTC)

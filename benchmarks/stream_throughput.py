@@ -47,11 +47,9 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.reprocess_day import machine
-from betlake import broker
-from betlake.config import Settings
-from betlake.contract import TELEMETRY_RAW, RawBatch, validate
-from betlake.generate import TelemetrySpec, generate_telemetry
-from betlake.kafka import (
+from betlake.core.config import Settings
+from betlake.core.contract import TELEMETRY_RAW, RawBatch, validate
+from betlake.core.kafka import (
     KafkaError,
     client_config,
     committed_offsets,
@@ -60,9 +58,11 @@ from betlake.kafka import (
     partitions_of,
     producer,
 )
-from betlake.lake import Lake
-from betlake.reference import REFERENCE_TABLES, read_reference_csv
-from betlake.windowing import Windowing, epoch_us
+from betlake.core.lake import Lake
+from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
+from betlake.core.windowing import Windowing, epoch_us
+from betlake.local import broker
+from betlake.local.generate import TelemetrySpec, generate_telemetry
 from streaming.job import run_stream
 from streaming.runners import pipeline_options
 from tests.kafka_topics import read_topic

@@ -8,7 +8,7 @@ environment then, once, never at import. Assets read the rest when they run
 
 import dagster as dg
 
-from betlake.config import Settings
+from betlake.core.config import Settings
 from betlake.defs.bigquery import bigquery_resource, site_window_stats_bigquery_asset
 from betlake.defs.corrections import (
     late_data_sensor,

@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/lint-imports  # the floors of pyproject.toml [tool.importlinter]: no upward import
 .venv/bin/python -m pytest "$@"

@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import apache_beam as beam
 
-from betlake.config import Settings
-from betlake.contract import (
+from betlake.core.config import Settings
+from betlake.core.contract import (
     EVENT_COLUMNS,
     TELEMETRY_RAW,
 )
-from betlake.lake import Lake, time_range_filter
-from betlake.reference import Reference
-from betlake.windowing import Windowing
+from betlake.core.lake import Lake, time_range_filter
+from betlake.core.reference import Reference
+from betlake.core.windowing import Windowing
 from streaming.runners import counters, pipeline_options
 from streaming.sinks import ReplaceGoldRangeFn
 from streaming.windows import SiteWindowStats

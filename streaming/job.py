@@ -10,17 +10,17 @@ import threading
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
-from betlake.config import BetlakeError, Settings
-from betlake.kafka import (
+from betlake.core.config import BetlakeError, Settings
+from betlake.core.kafka import (
     committed_offsets,
     end_offsets,
     ensure_topic,
     partitions_of,
     stream_consumer,
 )
-from betlake.lake import Lake
-from betlake.reference import Reference
-from betlake.windowing import Windowing
+from betlake.core.lake import Lake
+from betlake.core.reference import Reference
+from betlake.core.windowing import Windowing
 from streaming.kafka_source import PARTITION_METRICS, ReadTelemetry
 from streaming.runners import counters, stream_options
 from streaming.sinks import STOPPING, CommitOffsetsFn, PublishPanesFn, StoreTelemetryFn

@@ -31,11 +31,11 @@ from apache_beam.utils.shared import Shared
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from confluent_kafka import TopicPartition
 
-from betlake.config import Settings
-from betlake.contract import TELEMETRY_RAW, RawBatch, validate
-from betlake.kafka import Committed, committed_offsets, consume, end_offsets, stream_consumer
-from betlake.lake import Lake
-from betlake.windowing import US, Windowing, epoch_us
+from betlake.core.config import Settings
+from betlake.core.contract import TELEMETRY_RAW, RawBatch, validate
+from betlake.core.kafka import Committed, committed_offsets, consume, end_offsets, stream_consumer
+from betlake.core.lake import Lake
+from betlake.core.windowing import US, Windowing, epoch_us
 from streaming.ledger import EventLedger
 
 END_OF_PARTITION = 2**63 - 1

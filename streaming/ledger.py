@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from betlake.windowing import Windowing
+from betlake.core.windowing import Windowing
 
 # window starts (epoch us) -> bronze's (event_id, window_start, arrived_late) rows in them
 BronzeLoader = Callable[[list[int]], pa.Table]

@@ -24,7 +24,7 @@ from apache_beam.metrics import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from betlake.config import ConfigError, Settings
+from betlake.core.config import ConfigError, Settings
 
 log = logging.getLogger("betlake.stream")
 prism_log = logging.getLogger("betlake.prism")

@@ -19,9 +19,9 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from betlake.config import Settings
-from betlake.contract import NEWER_PANE, SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
-from betlake.kafka import (
+from betlake.core.config import Settings
+from betlake.core.contract import NEWER_PANE, SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
+from betlake.core.kafka import (
     RETRY_FOREVER,
     Committed,
     commit,
@@ -31,8 +31,8 @@ from betlake.kafka import (
     reachable,
     stream_consumer,
 )
-from betlake.lake import Lake, time_range_filter
-from betlake.windowing import Windowing
+from betlake.core.lake import Lake, time_range_filter
+from betlake.core.windowing import Windowing
 from streaming.kafka_source import PartitionRead
 
 log = logging.getLogger("betlake.stream")

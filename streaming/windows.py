@@ -25,9 +25,9 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
-from betlake.contract import EVENT_COLUMNS, MONEY_EVENT_TYPES
-from betlake.reference import ReferenceCache
-from betlake.windowing import US, Windowing
+from betlake.core.contract import EVENT_COLUMNS, MONEY_EVENT_TYPES
+from betlake.core.reference import ReferenceCache
+from betlake.core.windowing import US, Windowing
 
 _EXACT = decimal.Context(prec=60)  # sums of products never lose a digit
 _CENT = Decimal("0.01")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from betlake.config import Settings
-from betlake.lake import Lake
-from betlake.reference import REFERENCE_TABLES, read_reference_csv
+from betlake.core.config import Settings
+from betlake.core.lake import Lake
+from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
 
 REFERENCE_CSV = {
     "bet_sites": """site_id,name,brand,country,currency,timezone

@@ -23,9 +23,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO
 
-from betlake.config import Settings
-from betlake.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
-from betlake.kafka import (
+from betlake.core.config import Settings
+from betlake.core.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
+from betlake.core.kafka import (
     committed_offsets,
     end_offsets,
     ensure_topic,
@@ -34,9 +34,9 @@ from betlake.kafka import (
     stats_message,
     stream_consumer,
 )
-from betlake.lake import Lake
-from betlake.reference import REFERENCE_TABLES, read_reference_csv
-from betlake.windowing import epoch_us
+from betlake.core.lake import Lake
+from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
+from betlake.core.windowing import epoch_us
 from tests.kafka_topics import read_latest
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Hostile input for the "validation never raises" promise: one line of every known hostile
 class, each with what the contract expects of it, written down here by hand (never asked of
-:func:`betlake.contract.validate`), and a corpus mixing them into thousands of valid events.
+:func:`betlake.core.contract.validate`), and a corpus mixing them into thousands of valid events.
 
 An expectation is a reason code, or ``None`` for a line that is in fact a valid event, to be
 stored. No line is empty or holds a newline, so a corpus is also a JSON lines file.
@@ -13,7 +13,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from betlake.generate import TelemetrySpec, generate_telemetry
+from betlake.local.generate import TelemetrySpec, generate_telemetry
 
 START = datetime(2026, 11, 24, tzinfo=UTC)
 KIB = 1024

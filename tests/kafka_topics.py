@@ -7,8 +7,8 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-from betlake.config import Settings
-from betlake.kafka import KafkaError, client_config, partitions_of
+from betlake.core.config import Settings
+from betlake.core.kafka import KafkaError, client_config, partitions_of
 
 
 def read_topic(

@@ -1,7 +1,7 @@
 """The BigQuery mirror of gold: ``site_window_stats_bigquery``, one partition per window.
 
 A run over a partition range reads that range of ``site_window_stats`` from the lake and
-replaces exactly that range of the BigQuery table (see :func:`betlake.bigquery.mirror_range`).
+replaces exactly that range of the BigQuery table (see :func:`betlake.core.bigquery.mirror_range`).
 It talks to Google BigQuery with the usual credentials, or to the local emulator
 (``scripts/bigquery_emulator.sh``) when ``BETLAKE_BIGQUERY_ENDPOINT`` names it.
 """
@@ -17,9 +17,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud.bigquery import Client
 from pydantic import Field
 
-from betlake.bigquery import lake_range, mirror_range
-from betlake.config import Settings
-from betlake.contract import SITE_WINDOW_STATS
+from betlake.core.bigquery import lake_range, mirror_range
+from betlake.core.config import Settings
+from betlake.core.contract import SITE_WINDOW_STATS
 from betlake.defs.resources import BetlakeResource
 
 EMULATOR_PROJECT = "betlake-local"  # the project id used against an endpoint with no default
@@ -89,7 +89,7 @@ def site_window_stats_bigquery_asset(partitions: dg.PartitionsDefinition) -> dg.
         settings = betlake.settings()
         window = context.partition_time_window
         windows = int((window.end - window.start) / timedelta(seconds=settings.window_seconds))
-        rows = lake_range(betlake.lake(), window.start, window.end)
+        rows = lake_range(betlake.core.lake(), window.start, window.end)
         with bigquery.get_client() as client:
             table = f"{client.project}.{bigquery.dataset}.{SITE_WINDOW_STATS.name}"
             context.log.info(

@@ -4,12 +4,12 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from betlake.config import Settings
-from betlake.contract import PARTITION_FORMAT, SITE_WINDOW_STATS
-from betlake.corrections import Arrivals, coalesce, windows_to_recompute
+from betlake.core.config import Settings
+from betlake.core.contract import PARTITION_FORMAT, SITE_WINDOW_STATS
+from betlake.core.corrections import Arrivals, coalesce, windows_to_recompute
+from betlake.core.windowing import Windowing, epoch_us
 from betlake.defs.reference import reference_assets
 from betlake.defs.resources import BetlakeResource
-from betlake.windowing import Windowing, epoch_us
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 IN_FLIGHT = [
@@ -66,7 +66,7 @@ def late_data_sensor(context: dg.SensorEvaluationContext, betlake: BetlakeResour
     width_us = settings.window_seconds * 1_000_000
     busy = windows_in_flight(context.instance, width_us)
     due, arrivals = windows_to_recompute(
-        betlake.lake(), settings, Arrivals.parse(context.cursor), busy
+        betlake.core.lake(), settings, Arrivals.parse(context.cursor), busy
     )
     for start, end in coalesce(due, width_us):
         tags = range_tags(start, end - width_us)

@@ -10,8 +10,13 @@ from datetime import timedelta
 
 import dagster as dg
 
-from betlake.config import Settings
-from betlake.contract import PARTITION_FORMAT, SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
+from betlake.core.config import Settings
+from betlake.core.contract import (
+    PARTITION_FORMAT,
+    SITE_WINDOW_STATS,
+    TELEMETRY_RAW,
+    TELEMETRY_REJECTED,
+)
 from betlake.defs.resources import BetlakeResource
 from streaming.batch import reprocess
 
@@ -57,7 +62,7 @@ def site_window_stats_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         context.log.info("recomputing %d windows [%s, %s)", windows, window.start, window.end)
         report = reprocess(settings, window.start, window.end)
         summary = (
-            betlake.lake()
+            betlake.core.lake()
             .connect()
             .execute(
                 f"""

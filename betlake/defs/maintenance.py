@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from betlake.contract import TABLES
+from betlake.core.contract import TABLES
 from betlake.defs.resources import BetlakeResource
 
 
@@ -14,7 +14,7 @@ class MaintainConfig(dg.Config):
 def compact_and_vacuum(
     context: dg.OpExecutionContext, config: MaintainConfig, betlake: BetlakeResource
 ) -> None:
-    lake = betlake.lake()
+    lake = betlake.core.lake()
     for name in TABLES:
         outcome = lake.maintain(name, config.retention_hours)
         context.log.info("%s: %s", name, outcome)

@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 import dagster as dg
 import pyarrow as pa
 
-from betlake.contract import BET_SITES, FX_RATES, PLAYERS, TableSpec
-from betlake.defs.resources import BetlakeResource
-from betlake.reference import (
+from betlake.core.contract import BET_SITES, FX_RATES, PLAYERS, TableSpec
+from betlake.core.reference import (
     bad_currency_codes,
     duplicate_keys,
     non_positive_rates,
@@ -20,6 +19,7 @@ from betlake.reference import (
     unknown_segments,
     unpriced_site_currencies,
 )
+from betlake.defs.resources import BetlakeResource
 
 Check = tuple[str, str, Callable[[pa.Table], list[str]]]  # name, description, problems of a table
 
@@ -86,7 +86,7 @@ def _reference_asset(spec: TableSpec) -> dg.AssetsDefinition:
                 f"{settings.reference / spec.name}.csv failed {', '.join(failed)}; "
                 f"the {spec.name} table was left as it was",
             )
-        betlake.lake().overwrite(spec, table)
+        betlake.core.lake().overwrite(spec, table)
         context.log.info("loaded %d rows into %s", table.num_rows, spec.name)
         yield dg.MaterializeResult(
             metadata={"rows": table.num_rows, "source": str(settings.reference)},
@@ -105,7 +105,7 @@ reference_assets = [_reference_asset(spec) for spec in (BET_SITES, PLAYERS, FX_R
     description="Every site currency other than EUR has EUR rates (else its money is unpriced).",
 )
 def site_currencies_have_rates(betlake: BetlakeResource) -> dg.AssetCheckResult:
-    lake = betlake.lake()
+    lake = betlake.core.lake()
     missing = unpriced_site_currencies(lake.scan(BET_SITES), lake.scan(FX_RATES))
     return dg.AssetCheckResult(
         passed=not missing, metadata={"currencies_without_rates": ", ".join(missing)}

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from betlake.config import Settings
-from betlake.lake import Lake
+from betlake.core.config import Settings
+from betlake.core.lake import Lake
 
 
 class BetlakeResource(dg.ConfigurableResource):

@@ -11,11 +11,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from betlake import broker
-from betlake.config import Settings
-from betlake.kafka import ensure_topic
-from betlake.lake import Lake
-from betlake.reference import REFERENCE_TABLES, read_reference_csv
+from betlake.core.config import Settings
+from betlake.core.kafka import ensure_topic
+from betlake.core.lake import Lake
+from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
+from betlake.local import broker
 
 PROJECT = Path(__file__).resolve().parents[2]
 

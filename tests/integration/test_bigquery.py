@@ -17,15 +17,15 @@ import pyarrow as pa
 import pytest
 from google.cloud.bigquery import Client, ScalarQueryParameter
 
-import betlake.bigquery
-from betlake.bigquery import mirror_range, run
-from betlake.config import Settings
-from betlake.contract import SITE_WINDOW_STATS
+import betlake.core.bigquery
+from betlake.core.bigquery import mirror_range, run
+from betlake.core.config import Settings
+from betlake.core.contract import SITE_WINDOW_STATS
+from betlake.core.lake import Lake
+from betlake.core.windowing import to_utc
 from betlake.defs.bigquery import bigquery_resource, site_window_stats_bigquery_asset
 from betlake.defs.gold import window_partitions
 from betlake.defs.resources import BetlakeResource
-from betlake.lake import Lake
-from betlake.windowing import to_utc
 from streaming.batch import reprocess
 from tests.integration.test_site_window_stats import EXPECTED, A, B, C, ingest_scenario
 
@@ -136,13 +136,13 @@ def test_a_failed_load_leaves_the_range_as_it_was(
     client: Client, bigquery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mirror_range(client, bigquery.dataset, TABLE, gold(*EXPECTED), A, C)
-    load = betlake.bigquery._load
+    load = betlake.core.bigquery._load
 
     def load_then_fail(*args: object) -> None:
         load(*args)
         raise ConnectionError("lost the connection after staging")
 
-    monkeypatch.setattr(betlake.bigquery, "_load", load_then_fail)
+    monkeypatch.setattr(betlake.core.bigquery, "_load", load_then_fail)
     with pytest.raises(ConnectionError):
         mirror_range(client, bigquery.dataset, TABLE, gold(EXPECTED[0]), A, C)
 

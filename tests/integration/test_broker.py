@@ -1,4 +1,4 @@
-"""Integration test: a real single-node KRaft Kafka broker via ``betlake.broker``.
+"""Integration test: a real single-node KRaft Kafka broker via ``betlake.local.broker``.
 
 Needs Java 17+ (and Maven once, to fetch the jars into the cache). The tests run in file
 order and share one broker; the last one stops it.
@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from betlake import broker
+from betlake.local import broker
 
 pytestmark = pytest.mark.integration
 

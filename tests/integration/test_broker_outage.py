@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from betlake import broker
-from betlake.config import Settings
-from betlake.contract import TELEMETRY_RAW
-from betlake.generate import TelemetrySpec, generate_telemetry
-from betlake.lake import Lake
+from betlake.core.config import Settings
+from betlake.core.contract import TELEMETRY_RAW
+from betlake.core.lake import Lake
+from betlake.local import broker
+from betlake.local.generate import TelemetrySpec, generate_telemetry
 from streaming.job import run_stream
 from tests.faults import start_job, stream_env
 from tests.integration.conftest import PROJECT, topic_settings

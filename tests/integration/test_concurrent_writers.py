@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from betlake.config import Settings
-from betlake.contract import NEWER_PANE, SITE_WINDOW_STATS
-from betlake.lake import Lake
+from betlake.core.config import Settings
+from betlake.core.contract import NEWER_PANE, SITE_WINDOW_STATS
+from betlake.core.lake import Lake
 from streaming.batch import reprocess
 from tests.integration.test_site_window_stats import EXPECTED, A, C, gold_rows, ingest_scenario
 
@@ -55,7 +55,7 @@ def test_stream_and_reprocess_writers_on_the_same_windows(
         finally:
             reprocessed.set()
 
-    caplog.set_level(logging.INFO, logger="betlake.lake")
+    caplog.set_level(logging.INFO, logger="betlake.core.lake")
     writers = [threading.Thread(target=stream_writer), threading.Thread(target=reprocess_writer)]
     for writer in writers:
         writer.start()

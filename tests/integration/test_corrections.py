@@ -8,12 +8,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from betlake.config import Settings
+from betlake.core.config import Settings
+from betlake.core.ingest import ingest_files
+from betlake.core.lake import Lake
 from betlake.defs.corrections import late_data_sensor, reprocess_job, schedules
 from betlake.defs.gold import site_window_stats_asset, window_partitions
 from betlake.defs.resources import BetlakeResource
-from betlake.ingest import ingest_files
-from betlake.lake import Lake
 from streaming.batch import reprocess
 from tests.integration.test_site_window_stats import gold_rows, ingest_scenario
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
-from betlake.config import Settings
-from betlake.contract import BET_SITES, SITE_WINDOW_STATS
+from betlake.core.config import Settings
+from betlake.core.contract import BET_SITES, SITE_WINDOW_STATS
+from betlake.core.lake import Lake
 from betlake.defs.gold import site_window_stats_asset, window_partitions
 from betlake.defs.reference import reference_assets, site_currencies_have_rates
 from betlake.defs.resources import BetlakeResource
-from betlake.lake import Lake
 from streaming.batch import reprocess
 from tests.conftest import write_reference_csv
 from tests.integration.test_site_window_stats import (

@@ -9,11 +9,11 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from betlake.config import BetlakeError, Settings
-from betlake.contract import TELEMETRY_DISCARDED, TELEMETRY_RAW
-from betlake.discard import discard, restore
-from betlake.ingest import ingest_files
-from betlake.lake import Lake
+from betlake.core.config import BetlakeError, Settings
+from betlake.core.contract import TELEMETRY_DISCARDED, TELEMETRY_RAW
+from betlake.core.discard import discard, restore
+from betlake.core.ingest import ingest_files
+from betlake.core.lake import Lake
 from streaming.batch import reprocess
 from tests.integration.test_site_window_stats import EXPECTED, A, B, C, gold_rows, ingest_scenario
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from betlake.config import Settings
-from betlake.contract import TELEMETRY_RAW, TELEMETRY_REJECTED
-from betlake.kafka import produce
-from betlake.lake import Lake
+from betlake.core.config import Settings
+from betlake.core.contract import TELEMETRY_RAW, TELEMETRY_REJECTED
+from betlake.core.kafka import produce
+from betlake.core.lake import Lake
 from streaming.job import run_stream
 from tests.hostile import corpus, readable
 from tests.integration.conftest import PROJECT

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from betlake.contract import BET_SITES
-from betlake.lake import Lake
-from betlake.reference import ReferenceCache, read_reference_csv
+from betlake.core.contract import BET_SITES
+from betlake.core.lake import Lake
+from betlake.core.reference import ReferenceCache, read_reference_csv
 from tests.conftest import write_reference_csv
 
 

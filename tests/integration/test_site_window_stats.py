@@ -11,10 +11,10 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from betlake.config import Settings
-from betlake.contract import SITE_WINDOW_STATS
-from betlake.ingest import IngestReport, ingest_files
-from betlake.lake import Lake
+from betlake.core.config import Settings
+from betlake.core.contract import SITE_WINDOW_STATS
+from betlake.core.ingest import IngestReport, ingest_files
+from betlake.core.lake import Lake
 from streaming.batch import reprocess
 
 A = datetime(2026, 11, 24, 23, 55, tzinfo=UTC)  # the last window of 11-24

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from betlake.config import Settings
-from betlake.contract import (
+from betlake.core.config import Settings
+from betlake.core.contract import (
     SITE_WINDOW_STATS,
     TELEMETRY_RAW,
     TELEMETRY_REJECTED,
     RawBatch,
     validate,
 )
-from betlake.generate import TelemetrySpec, generate_telemetry
-from betlake.kafka import produce, stats_message
-from betlake.lake import Lake
+from betlake.core.kafka import produce, stats_message
+from betlake.core.lake import Lake
+from betlake.local.generate import TelemetrySpec, generate_telemetry
 from streaming.batch import reprocess
 from streaming.job import run_stream
 from tests.faults import start_job
@@ -155,7 +155,7 @@ def test_restart_loses_nothing_and_doubles_nothing(stream_settings: Settings, st
 def test_reprocess_publishes_corrections_for_changed_windows(
     stream_settings: Settings, tmp_path: Path
 ) -> None:
-    from betlake.ingest import ingest_files
+    from betlake.core.ingest import ingest_files
 
     lake = Lake(stream_settings.lake)
     first = tmp_path / "first.jsonl"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from betlake.lake import Lake
+from betlake.core.lake import Lake
 from tests.faults import (
     JobRuns,
     PacedProducer,

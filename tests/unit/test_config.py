@@ -1,4 +1,4 @@
-"""Unit tests of :class:`betlake.config.Settings` read from ``BETLAKE_*`` variables."""
+"""Unit tests of :class:`betlake.core.config.Settings` read from ``BETLAKE_*`` variables."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from betlake.config import BetlakeError, ConfigError, Settings
+from betlake.core.config import BetlakeError, ConfigError, Settings
 
 
 @pytest.fixture(autouse=True)

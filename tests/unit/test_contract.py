@@ -1,4 +1,4 @@
-"""Unit tests of :func:`betlake.contract.validate` against the data contract (CONTRACT.md)."""
+"""Unit tests of :func:`betlake.core.contract.validate` against the data contract (CONTRACT.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from betlake.contract import (
+from betlake.core.contract import (
     EVENT_TYPES,
     MONEY_EVENT_TYPES,
     TELEMETRY_RAW,

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from betlake.config import Settings
-from betlake.kafka import (
+from betlake.core.config import Settings
+from betlake.core.kafka import (
     RETRY_FOREVER,
     KafkaError,
     end_offsets,
@@ -32,7 +32,7 @@ def away() -> Settings:
 def test_waiting_is_logged_at_most_every_few_seconds(
     away: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="betlake.kafka"):
+    with caplog.at_level(logging.WARNING, logger="betlake.core.kafka"):
         for _ in range(3):
             log_wait(away.kafka_bootstrap, "first")
     assert [r.getMessage() for r in caplog.records] == [

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from betlake.contract import TIMESTAMP
-from betlake.windowing import Windowing
+from betlake.core.contract import TIMESTAMP
+from betlake.core.windowing import Windowing
 from streaming.ledger import EventLedger
 
 S = 1_000_000

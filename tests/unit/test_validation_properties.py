@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from betlake.contract import (
+from betlake.core.contract import (
     EVENT_TYPES,
     MAX_DEPTH,
     MAX_ID_CHARS,
@@ -58,7 +58,7 @@ def no_unforeseen_errors() -> Iterator[None]:
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.ERROR)
     handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("betlake.contract")
+    logger = logging.getLogger("betlake.core.contract")
     logger.addHandler(handler)
     yield
     logger.removeHandler(handler)

@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from betlake.windowing import Windowing
+from betlake.core.windowing import Windowing
 from streaming.kafka_source import PartitionWatermark
 
 S = 1_000_000  # microseconds in a second

@@ -26,10 +26,10 @@ from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from betlake.config import Settings
-from betlake.contract import RawBatch, validate
-from betlake.lake import Lake
-from betlake.windowing import Windowing
+from betlake.core.config import Settings
+from betlake.core.contract import RawBatch, validate
+from betlake.core.lake import Lake
+from betlake.core.windowing import Windowing
 from streaming.windows import SiteWindowStats
 
 WINDOW = 300

@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from betlake.config import BetlakeError, Settings
-from betlake.contract import TELEMETRY_DISCARDED, TELEMETRY_RAW, TIMESTAMP
-from betlake.lake import Lake, time_range_filter
-from betlake.windowing import epoch_us
+from betlake.core.config import BetlakeError, Settings
+from betlake.core.contract import TELEMETRY_DISCARDED, TELEMETRY_RAW, TIMESTAMP
+from betlake.core.lake import Lake, time_range_filter
+from betlake.core.windowing import epoch_us
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from betlake.config import BetlakeError, Settings
+from betlake.core.config import BetlakeError, Settings
 
 US = 1_000_000  # microseconds in a second
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from betlake.config import BetlakeError
-from betlake.lake import Lake
+from betlake.core.config import BetlakeError
+from betlake.core.lake import Lake
 
 TOP_SITES = 8  # the sites with the highest GGR in the range
 

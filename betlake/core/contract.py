@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from betlake.windowing import US, Windowing, epoch_us
+from betlake.core.windowing import US, Windowing, epoch_us
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from pyarrow import csv
 
-from betlake.contract import BET_SITES, PLAYERS
-from betlake.windowing import epoch_us, to_utc
+from betlake.core.contract import BET_SITES, PLAYERS
+from betlake.core.windowing import epoch_us, to_utc
 
 _PLUS_TWO = timezone(timedelta(hours=2))
 

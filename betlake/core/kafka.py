@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from confluent_kafka import KafkaError as ClientError
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from betlake.config import BetlakeError, Settings
+from betlake.core.config import BetlakeError, Settings
 
 STREAM_GROUP = "betlake-stream"  # the consumer group whose committed offsets the stream resumes
 RETRY_FOREVER = {"message.timeout.ms": 0}  # a producer option: deliver whenever Kafka is back
@@ -33,7 +33,7 @@ _TRANSIENT = frozenset({
     ClientError.COORDINATOR_NOT_AVAILABLE, ClientError.COORDINATOR_LOAD_IN_PROGRESS,
 })  # fmt: skip
 
-log = logging.getLogger("betlake.kafka")
+log = logging.getLogger("betlake.core.kafka")
 _waits: dict[str, float] = {}
 _waits_lock = threading.Lock()
 

@@ -21,8 +21,8 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from betlake.contract import TABLES, TIMESTAMP, TableSpec
-from betlake.windowing import to_utc
+from betlake.core.contract import TABLES, TIMESTAMP, TableSpec
+from betlake.core.windowing import to_utc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from betlake.config import BetlakeError, Settings
-from betlake.contract import TELEMETRY_RAW, TELEMETRY_REJECTED, RawBatch, validate
-from betlake.lake import Lake
+from betlake.core.config import BetlakeError, Settings
+from betlake.core.contract import TELEMETRY_RAW, TELEMETRY_REJECTED, RawBatch, validate
+from betlake.core.lake import Lake
 
 CHUNK_LINES = 200_000
 

@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from google.cloud import bigquery
 
-from betlake.contract import SITE_WINDOW_STATS, TableSpec
-from betlake.lake import Lake, check_in_range, time_range_filter
-from betlake.windowing import to_utc
+from betlake.core.contract import SITE_WINDOW_STATS, TableSpec
+from betlake.core.lake import Lake, check_in_range, time_range_filter
+from betlake.core.windowing import to_utc
 
 STAGING_HOURS = 6  # a staging table left behind by a killed run expires (on Google) after this
 

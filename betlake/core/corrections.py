@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from betlake.config import Settings
-from betlake.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, TIMESTAMP
-from betlake.lake import Lake
-from betlake.windowing import Windowing, epoch_us
+from betlake.core.config import Settings
+from betlake.core.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, TIMESTAMP
+from betlake.core.lake import Lake
+from betlake.core.windowing import Windowing, epoch_us
 
 
 @dataclass

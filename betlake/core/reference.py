@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv
 
-from betlake.config import BetlakeError
-from betlake.contract import BET_SITES, FX_RATES, PLAYERS, RATE, SEGMENTS, TableSpec
-from betlake.lake import Lake
-from betlake.windowing import epoch_us
+from betlake.core.config import BetlakeError
+from betlake.core.contract import BET_SITES, FX_RATES, PLAYERS, RATE, SEGMENTS, TableSpec
+from betlake.core.lake import Lake
+from betlake.core.windowing import epoch_us
 
 REFERENCE_TABLES = (BET_SITES, PLAYERS, FX_RATES)
 _CURRENCY = re.compile(r"^[A-Z]{3}$")

@@ -14,10 +14,10 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from betlake.config import BetlakeError, Settings
-from betlake.contract import PARTITION_FORMAT
-from betlake.processes import restore_default_signals
-from betlake.windowing import Windowing, to_utc
+from betlake.core.config import BetlakeError, Settings
+from betlake.core.contract import PARTITION_FORMAT
+from betlake.core.processes import restore_default_signals
+from betlake.core.windowing import Windowing, to_utc
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
@@ -77,7 +77,7 @@ def positive_int(text: str) -> int:
 
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
-    from betlake import broker
+    from betlake.local import broker
 
     if args.action == "start":
         pid = broker.start(settings.kafka_bootstrap)
@@ -89,7 +89,7 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
-    from betlake.generate import TelemetrySpec, generate_telemetry
+    from betlake.local.generate import TelemetrySpec, generate_telemetry
 
     spec = TelemetrySpec(
         count=args.count,
@@ -106,7 +106,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"generating to {args.to}", total=spec.count)
         if str(args.to) == "kafka":
-            from betlake.kafka import ensure_topic, produce
+            from betlake.core.kafka import ensure_topic, produce
 
             ensure_topic(settings, settings.telemetry_topic)
             for sent in produce(settings, settings.telemetry_topic, messages, args.rate):
@@ -124,7 +124,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
-    from betlake.ingest import ingest_files
+    from betlake.core.ingest import ingest_files
 
     console.print(str(ingest_files(settings, args.files)))
 
@@ -202,7 +202,7 @@ def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_discard(args: argparse.Namespace, settings: Settings) -> None:
-    from betlake.discard import discard
+    from betlake.core.discard import discard
 
     done = discard(settings, args.start, args.end, args.reason, args.site, args.player,
                    args.source)  # fmt: skip
@@ -212,7 +212,7 @@ def cmd_discard(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
-    from betlake.discard import restore
+    from betlake.core.discard import restore
 
     done = restore(settings, args.discard_id)
     console.print(f"{done.discard_id}: {done.events} events back in telemetry_raw")
@@ -220,15 +220,15 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
-    from betlake.lake import Lake
-    from betlake.report import write_report
+    from betlake.cli.report import write_report
+    from betlake.core.lake import Lake
 
     drawn = write_report(Lake(settings.lake), args.start, args.end, args.out)
     console.print(f"wrote {args.out} ({drawn} points of GGR and active players)")
 
 
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> None:
-    from betlake.processes import run_server
+    from betlake.core.processes import run_server
 
     console.print(f"Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
     command = [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(args.port)]
@@ -238,7 +238,7 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_query(args: argparse.Namespace, settings: Settings) -> None:
     import duckdb
 
-    from betlake.lake import Lake
+    from betlake.core.lake import Lake
 
     try:
         result = Lake(settings.lake).connect().execute(args.sql)
@@ -252,8 +252,8 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_maintain(args: argparse.Namespace, settings: Settings) -> None:
-    from betlake.contract import TABLES
-    from betlake.lake import Lake
+    from betlake.core.contract import TABLES
+    from betlake.core.lake import Lake
 
     lake = Lake(settings.lake)
     for name in TABLES:
@@ -349,7 +349,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

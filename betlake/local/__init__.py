@@ -1,0 +1,1 @@
+"""Local stand-ins for development and tests: the Kafka broker, the telemetry generator."""
