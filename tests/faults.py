@@ -23,14 +23,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO
 
+from confluent_kafka import Producer
+
 from betlake.core.config import Settings
 from betlake.core.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
 from betlake.core.kafka import (
+    client_config,
     committed_offsets,
     end_offsets,
     ensure_topic,
     partitions_of,
-    producer,
     stats_message,
     stream_consumer,
 )
@@ -366,7 +368,8 @@ class PacedProducer(threading.Thread):
             self.error = error
 
     def _send(self) -> None:
-        out = producer(self.settings)
+        # a plain idempotent producer: betlake's reports failures only, this log needs offsets
+        out = Producer(client_config(self.settings, acks="all", **{"enable.idempotence": True}))
         topic = self.settings.telemetry_topic
         plan = self.plan()
         self.started_at = began = time.time()

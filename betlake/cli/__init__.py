@@ -188,10 +188,13 @@ def reprocess_windows(settings: Settings, start: datetime, end: datetime) -> Non
         )
     if end > datetime.now(UTC):
         raise BetlakeError("the end is in the future: only whole, past windows can be recomputed")
+    from betlake.defs.gold import window_partitions
+
+    key = window_partitions(settings).get_partition_key_for_timestamp
     materialize(
         settings,
         ["site_window_stats"],
-        (start.strftime(PARTITION_FORMAT), (end - width).strftime(PARTITION_FORMAT)),
+        (key(start.timestamp()), key((end - width).timestamp())),
     )
     console.print(f"recomputed {int((end - start) / width)} windows [{start:%Y-%m-%d %H:%M}, "
                   f"{end:%Y-%m-%d %H:%M}) UTC; the run is in the Dagster UI")  # fmt: skip

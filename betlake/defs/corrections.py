@@ -5,9 +5,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from betlake.core.config import Settings
-from betlake.core.contract import PARTITION_FORMAT, SITE_WINDOW_STATS
+from betlake.core.contract import SITE_WINDOW_STATS
 from betlake.core.corrections import Arrivals, coalesce, windows_to_recompute
-from betlake.core.windowing import Windowing, epoch_us
+from betlake.core.windowing import Windowing, epoch_us, from_epoch_us
+from betlake.defs.gold import window_partitions
 from betlake.defs.reference import reference_assets
 from betlake.defs.resources import BetlakeResource
 
@@ -30,27 +31,27 @@ reload_reference_job = dg.define_asset_job(
 )
 
 
-def key_of(window_us: int) -> str:
-    return datetime.fromtimestamp(window_us / 1e6, UTC).strftime(PARTITION_FORMAT)
-
-
-def window_of(key: str) -> int:
-    return epoch_us(datetime.strptime(key, PARTITION_FORMAT).replace(tzinfo=UTC))
-
-
-def range_tags(first_window_us: int, last_window_us: int) -> dict[str, str]:
+def range_tags(
+    partitions: dg.TimeWindowPartitionsDefinition, first: datetime, last: datetime
+) -> dict[str, str]:
     """Tags of one run over the partitions of windows first..last (inclusive)."""
-    return {RANGE_START: key_of(first_window_us), RANGE_END: key_of(last_window_us)}
+    key = partitions.get_partition_key_for_timestamp
+    return {RANGE_START: key(first.timestamp()), RANGE_END: key(last.timestamp())}
 
 
-def windows_in_flight(instance: dg.DagsterInstance, width_us: int) -> set[int]:
-    """Windows that a queued or running run of site_window_stats is recomputing."""
+def windows_in_flight(
+    instance: dg.DagsterInstance, partitions: dg.TimeWindowPartitionsDefinition
+) -> set[int]:
+    """Windows (epoch us) that a queued or running run of site_window_stats is recomputing."""
     busy: set[int] = set()
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
         first = run.tags.get(RANGE_START) or run.tags.get("dagster/partition")
         last = run.tags.get(RANGE_END) or first
         if first and last and run.asset_selection and GOLD in run.asset_selection:
-            busy.update(range(window_of(first), window_of(last) + width_us, width_us))
+            keys = partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+            busy.update(
+                epoch_us(partitions.time_window_for_partition_key(key).start) for key in keys
+            )
     return busy
 
 
@@ -63,13 +64,13 @@ def windows_in_flight(instance: dg.DagsterInstance, width_us: int) -> set[int]:
 )
 def late_data_sensor(context: dg.SensorEvaluationContext, betlake: BetlakeResource):
     settings = betlake.settings()
-    width_us = settings.window_seconds * 1_000_000
-    busy = windows_in_flight(context.instance, width_us)
+    partitions, windowing = window_partitions(settings), Windowing.of(settings)
+    busy = windows_in_flight(context.instance, partitions)
     due, arrivals = windows_to_recompute(
         betlake.core.lake(), settings, Arrivals.parse(context.cursor), busy
     )
-    for start, end in coalesce(due, width_us):
-        tags = range_tags(start, end - width_us)
+    for start, end in coalesce(due, windowing.window_us):
+        tags = range_tags(partitions, from_epoch_us(start), from_epoch_us(end) - windowing.width)
         yield dg.RunRequest(
             run_key=f"late-{tags[RANGE_START]}...{tags[RANGE_END]}@{arrivals.seen_until_us}",
             tags=tags,
@@ -95,7 +96,7 @@ def schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
         first, last = today - timedelta(days=1), today - window
         return dg.RunRequest(
             run_key=f"nightly-{first:%Y-%m-%d}",
-            tags=range_tags(epoch_us(first), epoch_us(last)),
+            tags=range_tags(window_partitions(settings), first, last),
         )
 
     reference_reload = dg.ScheduleDefinition(
