@@ -89,7 +89,7 @@ def site_window_stats_bigquery_asset(partitions: dg.PartitionsDefinition) -> dg.
         settings = betlake.settings()
         window = context.partition_time_window
         windows = int((window.end - window.start) / timedelta(seconds=settings.window_seconds))
-        rows = lake_range(betlake.core.lake(), window.start, window.end)
+        rows = lake_range(betlake.lake(), window.start, window.end)
         with bigquery.get_client() as client:
             table = f"{client.project}.{bigquery.dataset}.{SITE_WINDOW_STATS.name}"
             context.log.info(

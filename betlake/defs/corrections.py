@@ -67,7 +67,7 @@ def late_data_sensor(context: dg.SensorEvaluationContext, betlake: BetlakeResour
     partitions, windowing = window_partitions(settings), Windowing.of(settings)
     busy = windows_in_flight(context.instance, partitions)
     due, arrivals = windows_to_recompute(
-        betlake.core.lake(), settings, Arrivals.parse(context.cursor), busy
+        betlake.lake(), settings, Arrivals.parse(context.cursor), busy
     )
     for start, end in coalesce(due, windowing.window_us):
         tags = range_tags(partitions, from_epoch_us(start), from_epoch_us(end) - windowing.width)

@@ -62,7 +62,7 @@ def site_window_stats_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         context.log.info("recomputing %d windows [%s, %s)", windows, window.start, window.end)
         report = reprocess(settings, window.start, window.end)
         summary = (
-            betlake.core.lake()
+            betlake.lake()
             .connect()
             .execute(
                 f"""

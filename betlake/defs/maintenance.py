@@ -14,7 +14,7 @@ class MaintainConfig(dg.Config):
 def compact_and_vacuum(
     context: dg.OpExecutionContext, config: MaintainConfig, betlake: BetlakeResource
 ) -> None:
-    lake = betlake.core.lake()
+    lake = betlake.lake()
     for name in TABLES:
         outcome = lake.maintain(name, config.retention_hours)
         context.log.info("%s: %s", name, outcome)

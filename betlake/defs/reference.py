@@ -86,7 +86,7 @@ def _reference_asset(spec: TableSpec) -> dg.AssetsDefinition:
                 f"{settings.reference / spec.name}.csv failed {', '.join(failed)}; "
                 f"the {spec.name} table was left as it was",
             )
-        betlake.core.lake().overwrite(spec, table)
+        betlake.lake().overwrite(spec, table)
         context.log.info("loaded %d rows into %s", table.num_rows, spec.name)
         yield dg.MaterializeResult(
             metadata={"rows": table.num_rows, "source": str(settings.reference)},
@@ -105,7 +105,7 @@ reference_assets = [_reference_asset(spec) for spec in (BET_SITES, PLAYERS, FX_R
     description="Every site currency other than EUR has EUR rates (else its money is unpriced).",
 )
 def site_currencies_have_rates(betlake: BetlakeResource) -> dg.AssetCheckResult:
-    lake = betlake.core.lake()
+    lake = betlake.lake()
     missing = unpriced_site_currencies(lake.scan(BET_SITES), lake.scan(FX_RATES))
     return dg.AssetCheckResult(
         passed=not missing, metadata={"currencies_without_rates": ", ".join(missing)}
