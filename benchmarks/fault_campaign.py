@@ -7,7 +7,7 @@ is killed with SIGKILL and a new job started at once; the last one drains and ex
 Then prints the accounting against the producer's log and a DuckDB truth over bronze: lost,
 double-counted and wrongly-flagged events (all must be 0) and the gold rows that differ.
 
-    .venv/bin/python benchmarks/fault_campaign.py [--seconds 360] [--kills 10] [--seed 1]
+    .venv/bin/python -m benchmarks.fault_campaign [--seconds 360] [--kills 10] [--seed 1]
 """
 
 from __future__ import annotations
