@@ -70,12 +70,25 @@ class Windowing:
         """When each window closes for the stream: its end plus the allowed lateness."""
         return window_start_us + (self.window_seconds + self.allowed_lateness_seconds) * US
 
-    def too_late(self, window_start_us: np.ndarray, watermark_us: int | None) -> np.ndarray:
-        """Whether each event's window had closed by the watermark when it arrived: such an
-        event is flagged ``arrived_late`` and left out of the figures."""
+    def too_late(
+        self, window_start_us: np.ndarray, watermark_us: int | np.ndarray | None
+    ) -> np.ndarray:
+        """Whether each event's window had closed by the watermark when it arrived (one for
+        all, or one per event): such an event is flagged ``arrived_late`` and left out of the
+        figures."""
         if watermark_us is None:
             return np.zeros(len(window_start_us), dtype=bool)
         return self.closes_us(window_start_us) <= watermark_us
+
+    def arrival_watermarks(self, event_time_us: np.ndarray, before_us: int | None) -> np.ndarray:
+        """The partition's watermark as each event of one read (in offset order) arrived: the
+        watermark before the read, raised by the read's earlier events (the highest event time
+        seen minus the out-of-orderness bound). A read of a long backlog (a restarted job's
+        first) judges each event where it stands, not all by the watermark before it."""
+        unknown = np.iinfo(np.int64).min
+        seen = np.maximum.accumulate(event_time_us) - self.out_of_orderness_seconds * US
+        earlier = np.concatenate(([unknown], seen[:-1])) if len(seen) else seen
+        return np.maximum(earlier, unknown if before_us is None else before_us)
 
     @property
     def beam_lateness_seconds(self) -> int:

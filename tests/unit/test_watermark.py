@@ -210,3 +210,19 @@ def test_the_ceiling_is_the_last_microsecond_beam_keeps_the_oldest_window() -> N
     ceiling = RULES.watermark_ceiling(starts(0, 300))
     assert not beam_drops(T0, ceiling, beam_lateness)
     assert beam_drops(T0, ceiling + 1, beam_lateness)
+
+
+def test_each_event_of_a_read_is_judged_by_the_watermark_as_it_arrived() -> None:
+    """A restarted job's first read holds a whole backlog: an event that arrived after the
+    partition had seen a much later one is too late, even with no watermark before the read."""
+    times = np.array([T0 + 2000 * S, T0, T0 + 2100 * S], dtype=np.int64)
+    watermarks = RULES.arrival_watermarks(times, None)
+    assert watermarks[1] == watermarks[2] == T0 + (2000 - BOUND) * S
+    assert RULES.too_late(RULES.start_us(times), watermarks).tolist() == [False, True, False]
+
+
+def test_the_watermark_before_a_read_still_counts_for_its_first_events() -> None:
+    times = np.array([T0, T0 + 10 * S], dtype=np.int64)
+    before = T0 + 3000 * S
+    assert RULES.arrival_watermarks(times, before).tolist() == [before, before]
+    assert RULES.arrival_watermarks(np.array([], dtype=np.int64), before).tolist() == []
