@@ -18,17 +18,13 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT))  # the helpers shared with the tests
-
-from betlake.local import broker  # noqa: E402
-from tests.faults import (  # noqa: E402
+from betlake.local import broker
+from tests.faults import (
     WAITED,
     JobRuns,
     PacedProducer,

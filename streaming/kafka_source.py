@@ -156,6 +156,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         drain_when_idle: float | None = None,
     ) -> None:
         self.settings = settings
+        self.windowing = Windowing.of(settings)
         self.partitions = partitions
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
@@ -194,7 +195,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         self._ledger = self.ledger_handle.acquire(self._new_ledger)
 
     def _new_ledger(self) -> EventLedger:
-        lake, settings = Lake(self.settings.lake), self.settings
+        lake = Lake(self.settings.lake)
 
         def bronze(starts: list[int]) -> pa.Table:
             window_start = pa.array(starts, pa.int64()).cast(TELEMETRY_RAW.schema.field(
@@ -204,7 +205,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             )
             return lake.scan(TELEMETRY_RAW, ["event_id", "window_start", "arrived_late"], where)
 
-        return EventLedger(bronze, self.partitions, Windowing.of(settings))
+        return EventLedger(bronze, self.partitions, self.windowing)
 
     def teardown(self) -> None:
         for consumer in self._consumers.values():
@@ -297,7 +298,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         watermark_us = None if before is None else before.micros
         events = validated.events
         starts = pc.cast(events.column("window_start"), pa.int64()).to_numpy()
-        windowing = Windowing.of(settings)
+        windowing = self.windowing
         times = pc.cast(events.column("event_time"), pa.int64()).to_numpy()
         by_watermark = windowing.too_late(starts, windowing.arrival_watermarks(times, watermark_us))
         decision = self._ledger.decide(events.column("event_id").to_pylist(), starts, by_watermark)
@@ -326,6 +327,7 @@ class ReadTelemetry(beam.PTransform):
     def __init__(self, settings: Settings, partitions: list[int], **read_options: object) -> None:
         super().__init__()
         self.settings = settings
+        self.windowing = Windowing.of(settings)
         self.partitions = partitions
         self.read_options = read_options
 
