@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from betlake.core.config import BetlakeError, Settings
 from betlake.core.contract import PARTITION_FORMAT
 from betlake.core.processes import restore_default_signals
 from betlake.core.windowing import Windowing, to_utc
+from betlake.local.services import SERVICES
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
@@ -76,16 +78,22 @@ def positive_int(text: str) -> int:
 # ---------------------------------------------------------------- commands
 
 
-def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
-    from betlake.local import broker
-
+def cmd_local(args: argparse.Namespace, settings: Settings) -> None:
+    service = SERVICES[args.service]
     if args.action == "start":
-        pid = broker.start(settings.kafka_bootstrap)
-        console.print(f"broker running on {settings.kafka_bootstrap} (pid {pid})")
+        console.print(service.start(settings))
     elif args.action == "stop":
-        console.print("broker stopped" if broker.stop() else "broker was not running")
+        stopped = service.stop(settings)
+        console.print(f"{service.name} stopped" if stopped else f"{service.name} was not running")
+    elif args.action == "status":
+        console.print(service.status(settings))
     else:
-        console.print(broker.status())
+        for name, value in service.env(settings).items():
+            print(f"export {name}={shlex.quote(value)}")
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> None:
+    cmd_local(argparse.Namespace(action=args.action, service="kafka"), settings)
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
@@ -267,7 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="betlake", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    broker = commands.add_parser("broker", help="the local single-node Kafka broker")
+    local = commands.add_parser("local", help="the local stand-ins: start, stop, status, env")
+    local.add_argument("action", choices=["start", "stop", "status", "env"])
+    local.add_argument("service", choices=sorted(SERVICES))
+    local.set_defaults(run=cmd_local)
+
+    broker = commands.add_parser("broker", help="the local Kafka broker (= local ... kafka)")
     broker.add_argument("action", choices=["start", "stop", "status"])
     broker.set_defaults(run=cmd_broker)
 
