@@ -15,7 +15,7 @@ In one invocation, on a temporary lake and a Kafka broker it starts on a free 12
 Prints the machine, N, events/s of both and their ratio, the publish delay and peak memory.
 
     .venv/bin/python -m benchmarks.stream_throughput [--events 1000000] [--hours 6]
-        [--rate 10000] [--rate-seconds 60] [--speedup 60] [--keep]
+        [--rate 10000] [--rate-seconds 60] [--speedup 60] [--keep] [--profile]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import statistics
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import Consumer, TopicPartition
 
+from benchmarks.profile import Profile
 from benchmarks.reprocess_day import machine
 from betlake.core.config import Settings
 from betlake.core.contract import TELEMETRY_RAW, RawBatch, validate
@@ -511,6 +513,7 @@ def main() -> None:
     parser.add_argument("--rate-seconds", type=float, default=60, help="live phase duration")
     parser.add_argument("--speedup", type=float, default=60, help="live event time per second")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--profile", action="store_true", help="py-spy the job over the backlog")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="betlake-stream-bench-"))
@@ -552,11 +555,14 @@ def main() -> None:
 
         # 2. betlake over the backlog
         bronze = BronzeCounter(Lake(settings.lake), n)
-        with MemorySampler() as betlake_memory:
+        profile = Profile(work / "betlake.pyspy") if args.profile else nullcontext()
+        with MemorySampler() as betlake_memory, profile:
             job_start = time.time()
             bronze.start()
             counters = stream(settings)
             job_end = time.time()
+        if args.profile:
+            profiled = profile.top(10)
         bronze.stop.set()
         bronze.join()
         published = read_topic(settings, settings.stats_topic)
@@ -635,6 +641,8 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nN = {n:,} events")
+    if args.profile:
+        print(f"profile of the job over the backlog (py-spy, every running thread):\n{profiled}")
     print(f"betlake stream   counters {counters}")
     print(f"  read {counters.get('messages_in', 0):,} of {sent['messages']:,} messages; bronze "
           f"{rows:,} rows, {distinct:,} distinct event ids; gold counts {gold_events:,} of the "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -378,9 +379,9 @@ def _event(data: bytes, latest_us: int) -> tuple:
 def validate(batch: RawBatch, *, window_seconds: int, max_clock_skew_seconds: int) -> Validated:
     """Check every message of a batch against the contract; this never raises.
 
-    Valid events come back as ``telemetry_raw`` rows (``arrived_late`` false), the others as
-    ``telemetry_rejected`` rows with one reason code each. Nothing is dropped. The checks run in
-    this order, the first that fails giving the reason:
+    Valid events come back as ``telemetry_raw`` rows (``arrived_late`` false), in message
+    order, the others as ``telemetry_rejected`` rows with one reason code each. Nothing is
+    dropped. The checks run in this order, the first that fails giving the reason:
 
     1. ``oversized``: over :data:`MAX_MESSAGE_BYTES` of UTF-8, measured before anything is
        decoded or parsed;
@@ -392,21 +393,30 @@ def validate(batch: RawBatch, *, window_seconds: int, max_clock_skew_seconds: in
     5. ``bad_event_type``, ``bad_event_time``, ``bad_amount`` (money types only), then
        ``future_event``.
 
-    A rejected row's payload is the message decoded as UTF-8 with any invalid byte written as
-    ``\\xNN``, whole (an oversized one too). Should a message raise anything unforeseen, it is
-    logged and rejected as ``malformed_json``, so the messages around it are unaffected.
+    Plain messages (the bulk) are decided a batch at a time (:func:`_plain_events`); every
+    other one, message by message (:func:`_event`), which alone gives reasons. A rejected row's
+    payload is the message decoded as UTF-8 with any invalid byte written as ``\\xNN``, whole
+    (an oversized one too). Should a message raise anything unforeseen, it is logged and
+    rejected as ``malformed_json``, so the messages around it are unaffected.
     """
     arrived_us = epoch_us(batch.arrived_at)
     latest_us = arrived_us + max_clock_skew_seconds * US
+    # A str (from Python callers) is judged as the bytes it stands for; a lone surrogate in it
+    # makes them invalid UTF-8.
+    payloads = [
+        raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+        for raw in batch.payloads
+    ]
+    plain_index, plain = _plain_events(payloads, latest_us)
+    decided = np.zeros(len(payloads), dtype=bool)
+    decided[plain_index] = True
     good: list[tuple] = []
     good_index: list[int] = []
     bad_index: list[int] = []
     bad_reason: list[str] = []
     bad_payload: list[str] = []
-    for index, raw in enumerate(batch.payloads):
-        # A str (from Python callers) is judged as the bytes it stands for; a lone surrogate
-        # in it makes them invalid UTF-8.
-        data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    for index in np.flatnonzero(~decided).tolist():
+        data = payloads[index]
         try:
             good.append(_event(data, latest_us))
             good_index.append(index)
@@ -418,10 +428,143 @@ def validate(batch: RawBatch, *, window_seconds: int, max_clock_skew_seconds: in
             bad_reason.append("malformed_json")
         bad_index.append(index)
         bad_payload.append(data.decode("utf-8", "backslashreplace"))
+    values = {
+        name: pa.concat_arrays([plain[name], column])
+        for name, column in _event_columns(good).items()
+    }
+    index = np.concatenate([plain_index, np.asarray(good_index, dtype=np.int64)])
     return Validated(
-        events=_bronze_rows(batch, good, good_index, arrived_us, window_seconds),
+        events=_bronze_rows(batch, values, index, arrived_us, window_seconds),
         rejected=_rejected_rows(batch, bad_index, bad_reason, bad_payload, arrived_us),
     )
+
+
+class _PlainEvent(msgspec.Struct):
+    """The fields of a plain message, as JSON types (see :func:`_plain_events`)."""
+
+    event_id: str
+    event_type: str
+    event_time: str | int
+    player_id: str
+    site_id: str
+    amount: msgspec.Raw = msgspec.Raw(b"null")
+    currency: str | None = None
+    bet_id: str | None = None
+
+
+_PLAIN = msgspec.json.Decoder(_PlainEvent)
+# The same rules as _event's, in RE2 (pyarrow.compute): ASCII digits only, which _RFC3339's
+# Python \d is not; and amounts that are exact cents as written, which Decimal need not see.
+_PLAIN_TIME = r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$"
+_PLAIN_AMOUNT = r'^(\d{1,16}(\.\d{1,2})?|"\d{1,16}(\.\d{1,2})?")$'
+_PLAIN_ID_CONTROL = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"
+_VALUE_TYPES = {
+    "event_id": pa.string(),
+    "event_type": pa.string(),
+    "event_time": pa.int64(),
+    "player_id": pa.string(),
+    "site_id": pa.string(),
+    "amount": MONEY,
+    "currency": pa.string(),
+    "bet_id": pa.string(),
+    "payload": pa.string(),
+}
+
+
+def _plain_events(payloads: list[bytes], latest_us: int) -> tuple[np.ndarray, dict[str, pa.Array]]:
+    """The plain messages of a batch, checked together: their indexes and bronze values.
+
+    Plain: UTF-8 with no escape (so no lone surrogate, no escaped control character), not deeply
+    nested, every field of the JSON type the contract wants, and every rule of :func:`_event`
+    passed (checked with Arrow kernels). The values are those :func:`_event` would give: for a time,
+    the same parse; for an amount, digits that are exact cents. Whatever is not plain, valid
+    or not, is left to :func:`_event`.
+    """
+    index, events = [], []
+    for position, data in enumerate(payloads):
+        if (
+            len(data) > MAX_MESSAGE_BYTES
+            or b"\\" in data
+            or data.count(b"[") + data.count(b"{") > MAX_DEPTH
+        ):
+            continue
+        try:
+            if not data.isascii():
+                data.decode()  # msgspec does not check what it skips (keys of other fields)
+            events.append(_PLAIN.decode(data))
+        except (msgspec.MsgspecError, ValueError):
+            continue
+        index.append(position)
+    if not events:
+        return np.zeros(0, dtype=np.int64), {n: pa.array([], t) for n, t in _VALUE_TYPES.items()}
+
+    def strings(name: str) -> pa.Array:
+        return pa.array([getattr(event, name) for event in events], pa.string())
+
+    ids = {name: strings(name) for name in ("event_id", "player_id", "site_id", "bet_id")}
+    bet_id = pc.if_else(pc.equal(ids["bet_id"], ""), None, ids["bet_id"])
+    ok = pc.is_in(strings("event_type"), value_set=pa.array(EVENT_TYPES))
+    for name, column in ids.items():
+        fits = pc.and_(
+            pc.less_equal(pc.utf8_length(column), MAX_ID_CHARS),
+            pc.invert(pc.match_substring_regex(column, _PLAIN_ID_CONTROL)),
+        )
+        ok = pc.and_(ok, pc.fill_null(fits, True) if name == "bet_id" else fits)
+        if name != "bet_id":
+            ok = pc.and_(ok, pc.greater(pc.binary_length(column), 0))
+    time_us = pa.array(_plain_times([event.event_time for event in events]), pa.int64())
+    ok = pc.and_kleene(ok, pc.less_equal(time_us, latest_us))
+    event_type = strings("event_type")
+    money = pc.is_in(event_type, value_set=pa.array(sorted(MONEY_EVENT_TYPES)))
+    amount_text = pa.array([bytes(event.amount) for event in events], pa.binary()).cast(pa.string())
+    exact = pc.match_substring_regex(amount_text, _PLAIN_AMOUNT)
+    ok = pc.and_(ok, pc.or_(pc.invert(money), exact))
+    currency = strings("currency")
+    ok = pc.and_(ok, pc.fill_null(pc.string_is_ascii(currency), True))
+    ok = pc.fill_null(ok, False)
+    keep = np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
+    amount = pc.if_else(
+        pc.and_(money, exact), pc.replace_substring(amount_text, '"', ""), None
+    ).filter(ok)
+    currency = pc.ascii_upper(pc.ascii_trim_whitespace(currency.filter(ok)))
+    values = {
+        "event_id": ids["event_id"].filter(ok),
+        "event_type": event_type.filter(ok),
+        "event_time": time_us.filter(ok),
+        "player_id": ids["player_id"].filter(ok),
+        "site_id": ids["site_id"].filter(ok),
+        "amount": amount.cast(MONEY),
+        "currency": pc.if_else(pc.equal(currency, ""), None, currency),
+        "bet_id": bet_id.filter(ok),
+        "payload": pa.array(
+            [payloads[i] for i in np.asarray(index)[keep].tolist()], pa.binary()
+        ).cast(pa.string()),
+    }
+    return np.asarray(index, dtype=np.int64)[keep], values
+
+
+def _plain_times(values: list[str | int]) -> list[int | None]:
+    """Epoch microseconds of event times as :func:`_event_time_us` reads them, or None where
+    it might not (left to it)."""
+    texts = pa.array([v if type(v) is str else None for v in values], pa.string())
+    matches = pc.match_substring_regex(texts, _PLAIN_TIME).to_pylist()
+    out: list[int | None] = []
+    for value, match in zip(values, matches, strict=True):
+        if type(value) is int:
+            out.append(value * 1000 if 0 <= value < _MAX_EPOCH_MS else None)
+        elif match:
+            try:
+                moment = epoch_us(datetime.fromisoformat(value.upper()))
+            except ValueError:
+                moment = None
+            out.append(
+                moment
+                if moment is not None and _MIN_TIME_US <= moment < _MAX_EPOCH_MS * 1000
+                else None
+            )
+        else:
+            out.append(None)
+    return out
 
 
 def _origin_columns(batch: RawBatch, index: Sequence[int]) -> dict[str, pa.Array]:
@@ -437,32 +580,41 @@ def _origin_columns(batch: RawBatch, index: Sequence[int]) -> dict[str, pa.Array
     }
 
 
+def _event_columns(rows: list[tuple]) -> dict[str, pa.Array]:
+    """The values :func:`_event` gave, as columns."""
+    columns = list(zip(*rows, strict=True)) or [()] * len(_VALUE_TYPES)
+    return {
+        name: pa.array(column, dtype)
+        for (name, dtype), column in zip(_VALUE_TYPES.items(), columns, strict=True)
+    }
+
+
 def _bronze_rows(
-    batch: RawBatch, rows: list[tuple], index: list[int], arrived_us: int, window_seconds: int
+    batch: RawBatch,
+    values: dict[str, pa.Array],
+    index: np.ndarray,
+    arrived_us: int,
+    window_seconds: int,
 ) -> pa.Table:
-    """``telemetry_raw`` rows of the values :func:`_event` gave, message ``index`` each."""
-    n = len(rows)
-    (event_id, event_type, event_time_us, player_id, site_id, amount, currency, bet_id,
-     payload) = list(zip(*rows, strict=True)) or [()] * 9  # fmt: skip
-    event_time = np.asarray(event_time_us, dtype=np.int64)
-    event_ts = pa.array(event_time, pa.int64()).cast(TIMESTAMP)
+    """``telemetry_raw`` rows of event ``values``, message ``index`` each, in message order."""
+    order = pa.array(np.argsort(index, kind="stable"))
+    index = index[order.to_numpy()]
+    values = {name: column.take(order) for name, column in values.items()}
+    n = len(index)
+    event_time = values["event_time"].to_numpy(zero_copy_only=False)
+    event_ts = values["event_time"].cast(TIMESTAMP)
     columns = {
-        "event_id": pa.array(event_id, pa.string()),
-        "event_type": pa.array(event_type, pa.string()),
+        **{name: values[name] for name in ("event_id", "event_type")},
         "event_time": event_ts,
-        "player_id": pa.array(player_id, pa.string()),
-        "site_id": pa.array(site_id, pa.string()),
-        "amount": pa.array(amount, MONEY),
-        "currency": pa.array(currency, pa.string()),
-        "bet_id": pa.array(bet_id, pa.string()),
+        **{name: values[name] for name in ("player_id", "site_id", "amount", "currency", "bet_id")},
         "window_start": pa.array(Windowing(window_seconds).start_us(event_time), pa.int64()).cast(
             TIMESTAMP
         ),
         "event_date": pc.cast(event_ts, pa.date32()),
         "ingest_time": pa.array(np.full(n, arrived_us, dtype=np.int64), pa.int64()).cast(TIMESTAMP),
-        **_origin_columns(batch, index),
+        **_origin_columns(batch, index.tolist()),
         "arrived_late": pa.array(np.zeros(n, dtype=bool), pa.bool_()),
-        "payload": pa.array(payload, pa.string()),
+        "payload": values["payload"],
     }
     return pa.table(columns, schema=TELEMETRY_RAW.schema)
 

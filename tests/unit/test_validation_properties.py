@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from betlake.core import contract
 from betlake.core.contract import (
     EVENT_TYPES,
     MAX_DEPTH,
@@ -50,6 +51,13 @@ def cases(n: int) -> settings:
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    """A monkeypatch that outlives hypothesis's examples (the function-scoped one may not)."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -399,3 +407,155 @@ def test_oversized(messages) -> None:
 @given(batches(st.sampled_from(hostile_lines())))
 def test_hostile_corpus_lines(messages) -> None:
     check(messages)
+
+
+# ---------------------------------------------------------------- batch path = message path
+
+# Field values near the edges of what the batch path takes (contract.py _plain_events), each
+# written as the literal JSON text of the field.
+NEAR_PLAIN = {
+    "event_time": st.sampled_from(
+        [
+            '"2026-11-24T00:10:00Z"',
+            '"2026-11-24t00:10:00z"',
+            '"2026-11-24 00:10:00+05:30"',
+            '"2026-11-24T00:10:00.1234567Z"',
+            '"2026-11-24T00:10:00.9999999-00:30"',
+            '"2026-11-24T00:10:00+0200"',
+            '"2026-11-24T00:10:00+02"',
+            '"2026-11-24T00:10Z"',
+            '"2026-02-29T00:00:00Z"',
+            '"2026-11-24T24:00:00Z"',
+            '"2026-11-24T00:10:60Z"',
+            '"0001-01-01T00:00:00+00:01"',
+            '"9999-12-31T23:59:59-00:01"',
+            '"٢٠٢٦-11-24T00:10:00Z"',
+            '"2026-11-24T00:10:00.Z"',
+            '"2099-01-01T00:00:00Z"',
+            '"2026-11-25T12:04:59Z"',
+            '"2026-11-25T12:05:01Z"',
+            "1764000000000",
+            "0",
+            "-1",
+            "253402300800000",
+            "1.5e12",
+            "true",
+            "null",
+            '""',
+            "[]",
+        ]
+    ),
+    "amount": st.sampled_from(
+        [
+            '"5.00"',
+            '"5.5"',
+            '"5"',
+            "5",
+            "5.5",
+            "5.50",
+            "5.500",
+            "5.505",
+            '" 5.00"',
+            '"5.00 "',
+            '"+5"',
+            '"-0"',
+            "-0",
+            '"1e2"',
+            "1e2",
+            '"1_000"',
+            '"١٢"',
+            '"9999999999999999.99"',
+            '"99999999999999999"',
+            "9999999999999999.99",
+            '"0.001"',
+            '"."',
+            '""',
+            "null",
+            "true",
+            '"NaN"',
+            '"5."',
+            '".5"',
+            "[5]",
+        ]
+    ),
+    "currency": st.sampled_from(
+        [
+            '"eur"',
+            '" gbp "',
+            '""',
+            '" "',
+            "null",
+            "5",
+            '"ÉUR"',
+            '"éur"',
+            '"e\\u0301ur"',
+            '"\\tEUR"',
+            '"EUR\\u001c"',
+        ]
+    ),
+    "bet_id": st.sampled_from(
+        [
+            '""',
+            "null",
+            "5",
+            '"b\\u0085"',
+            '"b\u0085"',
+            '"b\x7f"',
+            f'"{"x" * 128}"',
+            f'"{"x" * 129}"',
+            '"é" ',
+        ]
+    ),
+    "event_type": st.sampled_from(['"bet_placed"', '"page_view"', '"BET_PLACED"', '""', "1"]),
+    "site_id": st.sampled_from(['"uk-royalspin"', '""', '"s\\n"', '"s\u009f"', "null"]),
+}
+
+
+@st.composite
+def near_plain(draw: st.DrawFn) -> bytes:
+    """A valid event with one to three fields rewritten near the batch path's edges."""
+    fields = draw(st.lists(st.sampled_from(sorted(NEAR_PLAIN)), min_size=1, max_size=3))
+    obj = event("near", event_type=draw(st.sampled_from(EVENT_TYPES)))
+    literals = {name: draw(NEAR_PLAIN[name]) for name in fields}
+    data = encode({**obj, **{name: f"@{name}@" for name in literals}})
+    for name, text in literals.items():
+        data = data.replace(f'"@{name}@"'.encode(), text.encode())
+    return data
+
+
+def rows(table) -> list[dict]:
+    return table.drop_columns(["ingest_time"]).to_pylist()
+
+
+any_message = (
+    near_plain()
+    | valid_events().map(lambda pair: pair[0])
+    | arbitrary_bytes.map(lambda pair: pair[0])
+    | hostile_ids().map(lambda pair: pair[0])
+)
+
+
+def one_by_one(payloads: list[bytes], latest_us: int, plain_events=contract._plain_events):
+    """The batch path taking nothing: every message decided by the message path."""
+    return plain_events([], latest_us)
+
+
+@cases(1500)
+@given(messages=st.lists(any_message, min_size=1, max_size=6))
+def test_the_batch_path_decides_as_the_message_path(messages, monkeypatch_module) -> None:
+    """Same rows, same reasons, whichever path decides a message."""
+    n = len(messages)
+    batch = RawBatch(messages, "kafka", ARRIVED, [str(i) for i in range(n)], [0] * n,
+                     list(range(n)))  # fmt: skip
+    both = validate(batch, window_seconds=300, max_clock_skew_seconds=300)
+    with monkeypatch_module.context() as patch:
+        patch.setattr(contract, "_plain_events", one_by_one)
+        alone = validate(batch, window_seconds=300, max_clock_skew_seconds=300)
+    assert rows(both.events) == rows(alone.events)
+    assert rows(both.rejected) == rows(alone.rejected)
+
+
+def test_plain_events_take_the_batch_path() -> None:
+    """The common message is decided by the batch path (else the differential test is idle)."""
+    index, values = contract._plain_events([encode(event("a")), b"{", encode(event("b"))], 10**18)
+    assert index.tolist() == [0, 2] and values["event_id"].to_pylist() == ["a", "b"]
