@@ -4,7 +4,7 @@
         run_the_thing()
     print(profile.top(10))
 
-Samples every thread that is running (idle ones are left out) 100 times a second, without
+Samples the thread holding the GIL (the Python work) 100 times a second, without
 stopping the process; ``top`` ranks functions by the samples they were on top of the stack
 (own time) and in the stack at all (total time), as shares of all samples.
 """
@@ -32,7 +32,7 @@ class Profile:
         spy = Path(sys.executable).with_name("py-spy")
         self.recorder = subprocess.Popen(
             [str(spy), "record", "--pid", str(os.getpid()), "--rate", str(self.rate),
-             "--format", "raw", "--nonblocking", "--output", str(self.out)],
+             "--format", "raw", "--gil", "--nonblocking", "--output", str(self.out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         return self

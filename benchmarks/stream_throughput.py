@@ -243,33 +243,61 @@ def prism_pids() -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU seconds a process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class MemorySampler(threading.Thread):
-    """Peak RSS of this process (Beam's loopback worker runs in it) and of Prism, sampled."""
+    """Peak RSS of this process (Beam's loopback worker runs in it) and of Prism, sampled; and
+    the CPU seconds both used meanwhile (a measure the other load of a shared machine barely
+    moves, unlike the wall clock)."""
 
     def __init__(self, interval: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.interval = interval
         self.stop = threading.Event()
         self.python = self.prism = self.total = 0.0
+        self.prism_cpu: dict[int, float] = {}
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
             python = rss_mib("self")
-            prism = sum(rss_mib(pid) for pid in prism_pids())
+            pids = prism_pids()
+            prism = sum(rss_mib(pid) for pid in pids)
             self.python, self.prism = max(self.python, python), max(self.prism, prism)
             self.total = max(self.total, python + prism)
+            for pid in pids:
+                self.prism_cpu[pid] = max(self.prism_cpu.get(pid, 0.0), cpu_seconds(pid))
 
     def __enter__(self) -> MemorySampler:
+        self.cpu_began = cpu_seconds("self")
+        self.prism_before = {pid: cpu_seconds(pid) for pid in prism_pids()}
         self.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.stop.set()
         self.join()
+        self.python_cpu = cpu_seconds("self") - self.cpu_began
+        self.prism_cpu_used = sum(
+            used - self.prism_before.get(pid, 0.0) for pid, used in self.prism_cpu.items()
+        )
+        self.cpu_total = self.python_cpu + self.prism_cpu_used
 
     def line(self) -> str:
         return (f"python {self.python:,.0f} MiB + prism {self.prism:,.0f} MiB, "
                 f"together {self.total:,.0f} MiB")  # fmt: skip
+
+    def cpu(self, events: int) -> str:
+        """CPU used per event, of the job (this process) and its Prism."""
+        total = self.cpu_total
+        return (f"CPU {total:.1f}s = {total / events * 1e6:.1f} us/event (python "
+                f"{self.python_cpu:.1f}s + prism {self.prism_cpu_used:.1f}s)")  # fmt: skip
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -642,7 +670,9 @@ def main() -> None:
 
     print(f"\nN = {n:,} events")
     if args.profile:
-        print(f"profile of the job over the backlog (py-spy, every running thread):\n{profiled}")
+        print(
+            f"profile of the job over the backlog (py-spy, the thread holding the GIL):\n{profiled}"
+        )
     print(f"betlake stream   counters {counters}")
     print(f"  read {counters.get('messages_in', 0):,} of {sent['messages']:,} messages; bronze "
           f"{rows:,} rows, {distinct:,} distinct event ids; gold counts {gold_events:,} of the "
@@ -670,6 +700,9 @@ def main() -> None:
         f"ON_TIME; no validation, dedup, bronze, gold, FX, distinct players)"
     )
     naive_rate = n / naive_s
+    cpu_ratio = naive_memory.cpu_total / betlake_memory.cpu_total
+    print(f"CPU: betlake {betlake_memory.cpu(n)}; naive {naive_memory.cpu(n)}; naive/betlake "
+          f"CPU per event {cpu_ratio:.2f}x")  # fmt: skip
     print(f"ratio betlake/naive events/s: {done / e2e_s / naive_rate:.2f}x to "
           f"{done / e2e_low_s / naive_rate:.2f}x end to end ({done / bronze_s / naive_rate:.2f}x "
           f"betlake to bronze complete)")  # fmt: skip

@@ -39,14 +39,28 @@ _MONEY_SUMS = {  # accumulator field -> event type whose amounts it sums
 }
 
 
+def _no_players() -> pa.Array:
+    return pa.array([], pa.string())
+
+
+def _union(left: pa.Array, right: pa.Array) -> pa.Array:
+    """Distinct player ids of both (either may be empty)."""
+    if not len(right):
+        return left
+    if not len(left):
+        return right
+    return pc.unique(pa.concat_arrays([left, right]))
+
+
 @dataclass(slots=True)
 class SiteWindow:
-    """The running figures of one site in one window; money sums are exact, unrounded EUR."""
+    """The running figures of one site in one window; money sums are exact, unrounded EUR.
+    Player ids are kept as distinct Arrow arrays: compact in state, cheap to encode."""
 
     window_start_us: int = 0  # which window: placed there by EventWindows, not by timestamps
     events: int = 0
-    players: set[str] = field(default_factory=set)
-    vip_players: set[str] = field(default_factory=set)
+    players: pa.Array = field(default_factory=_no_players)
+    vip_players: pa.Array = field(default_factory=_no_players)
     sessions: int = 0
     bets: int = 0
     stake: Decimal = Decimal(0)
@@ -58,8 +72,8 @@ class SiteWindow:
     def merge(self, other: SiteWindow) -> SiteWindow:
         """Add ``other`` into this one and return it."""
         self.events += other.events
-        self.players |= other.players
-        self.vip_players |= other.vip_players
+        self.players = _union(self.players, other.players)
+        self.vip_players = _union(self.vip_players, other.vip_players)
         self.sessions += other.sessions
         self.bets += other.bets
         self.stake = _EXACT.add(self.stake, other.stake)
@@ -68,6 +82,11 @@ class SiteWindow:
         self.withdrawals = _EXACT.add(self.withdrawals, other.withdrawals)
         self.unpriced_events += other.unpriced_events
         return self
+
+
+def _compact(values: pa.Array) -> pa.Array:
+    """A slice as an array of its own (a pickled slice may carry its parent's buffers)."""
+    return pa.concat_arrays([values]) if len(values) else _no_players()
 
 
 def _cents(value: Decimal) -> Decimal:
@@ -129,12 +148,16 @@ class PreAggregateFn(beam.DoFn):
                 *((name, "sum") for name in _MONEY_SUMS),
             ]
         )
-        for row in partials.to_pylist():
+        players = partials.column("player_id_distinct").combine_chunks()
+        vip_players = partials.column("vip_player_distinct").combine_chunks()
+        for i, row in enumerate(
+            partials.drop_columns(["player_id_distinct", "vip_player_distinct"]).to_pylist()
+        ):
             partial = SiteWindow(
                 window_start_us=row["window_start"],
                 events=row["player_id_count"],
-                players=set(row["player_id_distinct"]),
-                vip_players=set(row["vip_player_distinct"]),
+                players=_compact(players[i].values),
+                vip_players=_compact(vip_players[i].values),
                 sessions=row["session_sum"],
                 bets=row["bet_sum"],
                 unpriced_events=row["unpriced_sum"],

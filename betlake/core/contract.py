@@ -6,6 +6,7 @@ the stream and the file ingest call the same :func:`validate`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -512,7 +513,7 @@ def _plain_events(payloads: list[bytes], latest_us: int) -> tuple[np.ndarray, di
         ok = pc.and_(ok, pc.fill_null(fits, True) if name == "bet_id" else fits)
         if name != "bet_id":
             ok = pc.and_(ok, pc.greater(pc.binary_length(column), 0))
-    time_us = pa.array(_plain_times([event.event_time for event in events]), pa.int64())
+    time_us = _plain_times([event.event_time for event in events])
     ok = pc.and_kleene(ok, pc.less_equal(time_us, latest_us))
     event_type = strings("event_type")
     money = pc.is_in(event_type, value_set=pa.array(sorted(MONEY_EVENT_TYPES)))
@@ -543,28 +544,25 @@ def _plain_events(payloads: list[bytes], latest_us: int) -> tuple[np.ndarray, di
     return np.asarray(index, dtype=np.int64)[keep], values
 
 
-def _plain_times(values: list[str | int]) -> list[int | None]:
-    """Epoch microseconds of event times as :func:`_event_time_us` reads them, or None where
+def _plain_times(values: list[str | int]) -> pa.Array:
+    """Epoch microseconds of event times as :func:`_event_time_us` reads them, or null where
     it might not (left to it)."""
     texts = pa.array([v if type(v) is str else None for v in values], pa.string())
     matches = pc.match_substring_regex(texts, _PLAIN_TIME).to_pylist()
-    out: list[int | None] = []
+    moments: list[datetime | None] = []
     for value, match in zip(values, matches, strict=True):
-        if type(value) is int:
-            out.append(value * 1000 if 0 <= value < _MAX_EPOCH_MS else None)
-        elif match:
-            try:
-                moment = epoch_us(datetime.fromisoformat(value.upper()))
-            except ValueError:
-                moment = None
-            out.append(
-                moment
-                if moment is not None and _MIN_TIME_US <= moment < _MAX_EPOCH_MS * 1000
-                else None
-            )
-        else:
-            out.append(None)
-    return out
+        moment = None
+        if match:
+            with contextlib.suppress(ValueError):
+                moment = datetime.fromisoformat(value.upper())
+        moments.append(moment)
+    parsed = pa.array(moments, TIMESTAMP).cast(pa.int64())  # aware: converted to UTC
+    millis = pa.array([v if type(v) is int and 0 <= v < _MAX_EPOCH_MS else None for v in values],
+                      pa.int64())  # fmt: skip
+    time_us = pc.coalesce(parsed, pc.multiply(millis, 1000))
+    in_range = pc.and_(pc.greater_equal(time_us, _MIN_TIME_US),
+                       pc.less(time_us, _MAX_EPOCH_MS * 1000))  # fmt: skip
+    return pc.if_else(in_range, time_us, None)
 
 
 def _origin_columns(batch: RawBatch, index: Sequence[int]) -> dict[str, pa.Array]:
