@@ -37,6 +37,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=schedules(settings),
         sensors=[late_data_sensor],
         resources={"betlake": BetlakeResource(), "bigquery": bigquery_resource(settings)},
+        # Runs are one step or a few light ones, and the heavy work is the Beam pipeline's: a
+        # process per step would only pay Python's and Beam's start-up again.
+        executor=dg.in_process_executor,
     )
 
 

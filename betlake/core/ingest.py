@@ -16,7 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from betlake.core.config import BetlakeError, Settings
 from betlake.core.contract import TELEMETRY_RAW, TELEMETRY_REJECTED, RawBatch, validate
-from betlake.core.lake import Lake
+from betlake.core.lake import KeyIndex, Lake
 
 CHUNK_LINES = 200_000
 
@@ -54,6 +54,7 @@ def ingest_files(settings: Settings, paths: list[Path], show_progress: bool = Tr
     if missing:
         raise BetlakeError(f"no such file: {', '.join(missing)}")
     lake = Lake(settings.lake)
+    stored_events = KeyIndex(lake, TELEMETRY_RAW)
     report = IngestReport()
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                TimeRemainingColumn())  # fmt: skip
@@ -73,7 +74,10 @@ def ingest_files(settings: Settings, paths: list[Path], show_progress: bool = Tr
                     window_seconds=settings.window_seconds,
                     max_clock_skew_seconds=settings.max_clock_skew_seconds,
                 )
-                stored = lake.insert_new(TELEMETRY_RAW, result.events)
+                fresh = stored_events.unseen(result.events)
+                lake.append(TELEMETRY_RAW, fresh)
+                stored_events.add(fresh)
+                stored = fresh.num_rows
                 lake.insert_new(TELEMETRY_REJECTED, result.rejected)
                 report.lines += len(batch.payloads)
                 report.stored += stored

@@ -257,6 +257,47 @@ class Lake:
         }
 
 
+class KeyIndex:
+    """The keys a table holds, for one writer adding many batches (a file ingest): read once
+    per partition value the batches touch, then kept up to date with what this writer adds,
+    instead of a scan per batch. Like :meth:`Lake.insert_new`, it assumes no other writer adds
+    the same keys meanwhile."""
+
+    def __init__(self, lake: Lake, spec: TableSpec) -> None:
+        self.lake, self.spec = lake, spec
+        self.loaded: set[tuple] = set()  # partition values whose stored keys are in ``keys``
+        self.keys: set[str] = set()
+
+    def unseen(self, data: pa.Table) -> pa.Table:
+        """The first row of each key in ``data`` that the table does not hold yet."""
+        data = first_per_key(data, self.spec.key)
+        self._load(data)
+        keys = self.keys
+        fresh = [key not in keys for key in _key_strings(data, self.spec.key).to_pylist()]
+        return data.filter(pa.array(fresh, pa.bool_()))
+
+    def add(self, data: pa.Table) -> None:
+        """Note rows written to the table."""
+        self.keys.update(_key_strings(data, self.spec.key).to_pylist())
+
+    def _load(self, data: pa.Table) -> None:
+        """Read the stored keys of the partitions of ``data`` not read yet."""
+        partitions = list(self.spec.partition_by)
+        touched = {()}
+        if partitions:
+            values = data.select(partitions).group_by(partitions).aggregate([]).to_pydict()
+            touched = set(zip(*(values[column] for column in partitions), strict=True))
+        missing = sorted(touched - self.loaded)
+        if not missing:
+            return
+        where = None
+        for i, column in enumerate(partitions):
+            clause = ds.field(column).isin(pa.array([row[i] for row in missing]))
+            where = clause if where is None else where & clause
+        self.add(self.lake.scan(self.spec, list(self.spec.key), where))
+        self.loaded.update(missing)
+
+
 def _key_strings(data: pa.Table, key: tuple[str, ...]) -> pa.Array:
     """One string per row identifying its key (the key column itself for a one-column key)."""
     columns = [pc.cast(data.column(k), pa.string()) for k in key]
