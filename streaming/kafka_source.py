@@ -32,13 +32,14 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from confluent_kafka import TopicPartition
 
 from betlake.core.config import Settings
-from betlake.core.contract import TELEMETRY_RAW, RawBatch, validate
+from betlake.core.contract import EVENT_COLUMNS, TELEMETRY_RAW, RawBatch, validate
 from betlake.core.kafka import Committed, committed_offsets, consume, end_offsets, stream_consumer
 from betlake.core.lake import Lake
 from betlake.core.windowing import US, Windowing, epoch_us
 from streaming.ledger import EventLedger
 
 END_OF_PARTITION = 2**63 - 1
+FIGURE_COLUMNS = [*EVENT_COLUMNS, "window_start"]  # no payload: it is the bulk of a row
 PARTITION_METRICS = "betlake.partition"  # counters per partition: read_<n>, drained_end_<n>
 log = logging.getLogger("betlake.stream")
 
@@ -52,7 +53,7 @@ class PartitionRead:
     first_offset: int
     next_offset: int
     to_store: pa.Table  # telemetry_raw rows
-    figures: pa.Table  # telemetry_raw rows
+    figures: pa.Table  # telemetry_raw's columns the windows need (FIGURE_COLUMNS)
     rejected: pa.Table  # telemetry_rejected rows
     events: int  # valid events read (duplicates included)
     too_late: int  # of which flagged arrived_late
@@ -310,7 +311,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             first_offset=offsets[0],
             next_offset=offsets[-1] + 1,
             to_store=flagged.filter(decision.store),
-            figures=flagged.filter(decision.count),
+            figures=flagged.select(FIGURE_COLUMNS).filter(decision.count),
             rejected=validated.rejected,
             events=events.num_rows,
             too_late=int(decision.late.sum()),

@@ -242,6 +242,8 @@ def stream_consumer(settings: Settings) -> Consumer:
         settings, **{"group.id": STREAM_GROUP, "enable.auto.commit": False,
                      "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
                      "enable.partition.eof": False, "fetch.wait.max.ms": 100,
+                     # a reader's prefetch: a few polls ahead, not librdkafka's 64 MiB each
+                     "queued.max.messages.kbytes": 16_384,
                      "error_cb": lambda error: log_wait(bootstrap, error)}))  # fmt: skip
 
 
