@@ -101,52 +101,62 @@ def produce_telemetry(
     conn,
     bootstrap: str,
     topic: str,
-    spec: TelemetrySpec,
+    specs: list[TelemetrySpec],
     rate: float | None,
     window_seconds: int,
     bound_seconds: int,
 ) -> None:
-    """Generate telemetry, then send it (at most ``rate`` messages/s); runs in its own process.
+    """Generate telemetry, then send it (at most ``rate`` messages/s on one clock); runs in its
+    own process. Several ``specs`` (consecutive spans of event time) are generated one after
+    the other, each while the sends catch up with the clock, so a long run never holds it all.
 
-    Sends ``("sending", {"valid": events})`` on ``conn`` when the first message goes out, then
-    ``("done", figures)``: the messages sent, the valid events, the send interval, and per window
-    start (epoch us) the wall time the first valid message with an event time >= window end +
-    ``bound_seconds`` was handed to the producer, the earliest moment the job's watermark could
-    pass that window's end.
+    Sends ``("sending", {"valid": events})`` on ``conn`` when the first message goes out (the
+    valid events of the first spec), then ``("done", figures)``: the messages sent, the valid
+    events, the send interval, and per window start (epoch us) the wall time the first valid
+    message with an event time >= window end + ``bound_seconds`` was handed to the producer,
+    the earliest moment the job's watermark could pass that window's end.
     """
-    began = time.monotonic()
-    messages, times, valid = checked_messages(spec, window_seconds)
-    generated_s = time.monotonic() - began
     out = producer(Settings(kafka_bootstrap=bootstrap))
     window_us, bound_us = window_seconds * 1_000_000, bound_seconds * 1_000_000
-    next_window = epoch_us(spec.start) // window_us * window_us
+    next_window = epoch_us(specs[0].start) // window_us * window_us
     next_threshold = next_window + window_us + bound_us
     first_sent: dict[int, float] = {}
-    conn.send(("sending", {"valid": valid}))
-    began, began_wall = time.monotonic(), time.time()
-    for sent, ((key, line), us) in enumerate(zip(messages, times.tolist(), strict=True), 1):
-        while True:
-            try:
-                out.produce(topic, value=line.encode(), key=key.encode())
-                break
-            except BufferError:
-                out.poll(0.05)
-        if us >= next_threshold:
-            now = time.time()
-            while us >= next_threshold:
-                first_sent[next_window] = now
-                next_window += window_us
-                next_threshold += window_us
-        if sent % 100 == 0:
-            out.poll(0)
-            keep_pace(sent, rate, began)
+    sent = valid = 0
+    generated_s, first_us, last_us = 0.0, None, None
+    for spec in specs:
+        generating = time.monotonic()
+        messages, times, spec_valid = checked_messages(spec, window_seconds)
+        generated_s += time.monotonic() - generating
+        valid_times = times[times >= 0]
+        first_us = int(valid_times.min()) if first_us is None else first_us
+        last_us = int(valid_times.max())
+        if not sent:
+            conn.send(("sending", {"valid": spec_valid}))
+            began, began_wall = time.monotonic(), time.time()
+        valid += spec_valid
+        for (key, line), us in zip(messages, times.tolist(), strict=True):
+            while True:
+                try:
+                    out.produce(topic, value=line.encode(), key=key.encode())
+                    break
+                except BufferError:
+                    out.poll(0.05)
+            sent += 1
+            if us >= next_threshold:
+                now = time.time()
+                while us >= next_threshold:
+                    first_sent[next_window] = now
+                    next_window += window_us
+                    next_threshold += window_us
+            if sent % 100 == 0:
+                out.poll(0)
+                keep_pace(sent, rate, began)
     if out.flush(120):
         raise RuntimeError(f"{len(out)} messages were not delivered to {topic}")
-    valid_times = times[times >= 0]
     conn.send(("done", {
-        "messages": len(messages), "valid": valid, "generated_s": generated_s,
+        "messages": sent, "valid": valid, "generated_s": generated_s,
         "began": began_wall, "ended": time.time(), "first_sent": first_sent,
-        "first_us": int(valid_times.min()), "last_us": int(valid_times.max()),
+        "first_us": first_us, "last_us": last_us,
     }))  # fmt: skip
 
 
@@ -566,7 +576,7 @@ def main() -> None:
 
         # 1. the backlog
         spec = TelemetrySpec(args.events, start, timedelta(seconds=span), seed=11)
-        producers.append(ProducerProcess(bootstrap, settings.telemetry_topic, spec, None,
+        producers.append(ProducerProcess(bootstrap, settings.telemetry_topic, [spec], None,
                                          window_s, bound))  # fmt: skip
         producers[-1].wait("sending")
         sent = producers[-1].wait("done")
@@ -630,7 +640,7 @@ def main() -> None:
         live_spec = TelemetrySpec(
             int(args.rate * args.rate_seconds), live_start, timedelta(seconds=live_span), seed=12
         )
-        producers.append(ProducerProcess(bootstrap, live.telemetry_topic, live_spec, args.rate,
+        producers.append(ProducerProcess(bootstrap, live.telemetry_topic, [live_spec], args.rate,
                                          window_s, bound))  # fmt: skip
         live_valid = producers[-1].wait("sending")["valid"]  # generated, checked, now sending
         time.sleep(1)  # a first second of events is there when the job's readers start

@@ -1,0 +1,165 @@
+"""Soak: the streaming job at a steady rate for a long time; its memory and publish delay.
+
+On a Kafka broker it starts on a free 127.0.0.1 port and a temporary lake, a producer process
+sends --rate events/s for --minutes (generated a minute at a time, event time running --speedup
+times the wall clock, so a window closes every 300/speedup s), while ``betlake stream`` runs as
+its own process. Every 5 s the RSS of the job and its Prism runner is sampled; at the end each
+window's publish delay (its first ON_TIME figure on the stats topic minus the moment the
+producer sent the first event that let the watermark pass the window's end) is computed. Prints
+both series per minute, checks them against the targets (RSS within +-10 % of its mean after
+the first 5 minutes, publish delay p95 <= 2 s in every minute) and draws them as a PNG.
+
+    .venv/bin/python -m benchmarks.soak [--rate 10000] [--minutes 30] [--speedup 60]
+        [--out reports/soak.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from benchmarks.reprocess_day import machine
+from benchmarks.stream_throughput import (
+    ProducerProcess,
+    first_on_time,
+    lake_settings,
+    percentile,
+    rss_mib,
+    wait_for_group_coordinator,
+)
+from betlake.core.kafka import ensure_topic
+from betlake.local import broker
+from betlake.local.generate import TelemetrySpec
+from tests.kafka_topics import read_topic
+
+SAMPLE_SECONDS = 5
+WARM_UP_MINUTES = 5
+
+
+def family_rss(pid: int) -> float:
+    """RSS in MiB of a process and its children (the job and its Prism runner)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        kids = [int(p) for p in children.read_text().split()]
+    except OSError:
+        kids = []
+    return rss_mib(pid) + sum(family_rss(kid) for kid in kids)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=10_000, help="events a second")
+    parser.add_argument("--minutes", type=int, default=30)
+    parser.add_argument("--speedup", type=float, default=60, help="event time per wall second")
+    parser.add_argument("--out", type=Path, default=Path("reports/soak.png"))
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="betlake-soak-"))
+    bootstrap = f"127.0.0.1:{broker.free_port_pair()}"
+    print(f"machine: {machine()}")
+    broker.start(bootstrap, home=work / "kafka", timeout=180)
+    producer = job = None
+    try:
+        settings = lake_settings(work / "lake", bootstrap, "soak")
+        ensure_topic(settings, settings.stats_topic, compacted=True)
+        wait_for_group_coordinator(settings)
+        chunk = timedelta(seconds=60 * args.speedup)  # one wall minute of event time
+        start = datetime.now(UTC).replace(second=0, microsecond=0) - chunk * (args.minutes + 1)
+        specs = [
+            TelemetrySpec(int(args.rate * 60), start + chunk * minute, chunk, seed=100 + minute)
+            for minute in range(args.minutes)
+        ]
+        producer = ProducerProcess(bootstrap, settings.telemetry_topic, specs, args.rate,
+                                   settings.window_seconds,
+                                   settings.max_out_of_orderness_seconds)  # fmt: skip
+        env = {**os.environ, "BETLAKE_LAKE": settings.lake,
+               "BETLAKE_REFERENCE": str(settings.reference), "BETLAKE_KAFKA_BOOTSTRAP": bootstrap,
+               "BETLAKE_TELEMETRY_TOPIC": settings.telemetry_topic,
+               "BETLAKE_STATS_TOPIC": settings.stats_topic}  # fmt: skip
+        with open(work / "job.log", "w") as job_log:
+            job = subprocess.Popen([sys.executable, "-m", "betlake.cli", "stream"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=job_log)  # fmt: skip
+        producer.wait("sending")
+        began = time.time()
+        rss: list[tuple[float, float]] = []
+        while producer.process.is_alive() and job.poll() is None:
+            rss.append((time.time() - began, family_rss(job.pid)))
+            print(f"\r{rss[-1][0] / 60:5.1f} min  RSS {rss[-1][1]:,.0f} MiB", end="", flush=True)
+            producer.process.join(SAMPLE_SECONDS)
+        print()
+        sent = producer.wait("done", timeout=60)
+        time.sleep(2 * (settings.window_seconds + 60) / args.speedup + 10)  # last windows fire
+        published = first_on_time(read_topic(settings, settings.stats_topic))
+    finally:
+        if job is not None and job.poll() is None:
+            job.send_signal(signal.SIGINT)
+            job.wait(60)
+        if producer is not None:
+            producer.stop()
+        broker.stop(home=work / "kafka")
+    if job.returncode not in (0, -signal.SIGINT):
+        print(f"the job failed (exit {job.returncode}); its log: {work / 'job.log'}")
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    report(args, sent, rss, published, began)
+
+
+def report(args, sent: dict, rss: list[tuple[float, float]], published: dict, began: float):
+    """Print the per-minute series, the verdicts, and draw them."""
+    delays: dict[int, list[float]] = defaultdict(list)
+    for window, at in sent["first_sent"].items():
+        if window in published:
+            delays[int((at - began) // 60)].append(published[window] - at)
+    memory: dict[int, list[float]] = defaultdict(list)
+    for second, mib in rss:
+        memory[int(second // 60)].append(mib)
+    rate = sent["messages"] / (sent["ended"] - sent["began"])
+    windows = sum(map(len, delays.values()))
+    print(f"{sent['messages']:,} messages at {rate:,.0f}/s (asked {args.rate:,.0f}) for "
+          f"{args.minutes} min; {windows} windows published ON_TIME")  # fmt: skip
+    print("minute  RSS MiB (median)  windows  publish delay p95 s")
+    for minute in range(args.minutes):
+        mib = statistics.median(memory[minute]) if memory[minute] else float("nan")
+        p95 = percentile(delays[minute], 0.95) if delays[minute] else float("nan")
+        print(f"{minute:6d}  {mib:16,.0f}  {len(delays[minute]):7d}  {p95:19.2f}")
+    steady = [mib for second, mib in rss if second >= WARM_UP_MINUTES * 60]
+    if steady:
+        mean = statistics.mean(steady)
+        spread = max(abs(min(steady) / mean - 1), abs(max(steady) / mean - 1))
+        verdict = "met" if spread <= 0.10 else "NOT met"
+        print(f"RSS after minute {WARM_UP_MINUTES}: mean {mean:,.0f} MiB, within "
+              f"{spread:.1%} of it (target 10%): {verdict}")  # fmt: skip
+    worst = max((percentile(d, 0.95) for d in delays.values() if d), default=float("nan"))
+    print(f"publish delay p95, worst minute: {worst:.2f}s (target 2 s): "
+          f"{'met' if worst <= 2 else 'NOT met'}")  # fmt: skip
+    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
+    top.plot([s / 60 for s, _ in rss], [mib for _, mib in rss])
+    top.set_ylabel("RSS job + Prism (MiB)")
+    minutes = sorted(delays)
+    bottom.plot(minutes, [percentile(delays[m], 0.95) for m in minutes], marker="o")
+    bottom.axhline(2, color="red", linestyle="--", linewidth=1)
+    bottom.set_ylabel("publish delay p95 (s)")
+    bottom.set_xlabel("minutes")
+    figure.suptitle(f"betlake stream soak: {args.rate:,.0f} events/s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
