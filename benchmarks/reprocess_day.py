@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -82,6 +83,15 @@ def timed(step) -> float:
     return time.perf_counter() - began
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its finished children (worker processes)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2_000_000)
@@ -105,10 +115,12 @@ def main() -> None:
     print(f"generated {args.events:,} events in {seconds:.1f}s")
     for table in REFERENCE_TABLES:
         lake.overwrite(table, read_reference_csv(table, settings.reference, datetime.now(UTC)))
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), cpu_seconds()
     report = ingest_files(settings, [telemetry])
-    seconds = time.perf_counter() - began
-    print(f"ingested: {report} in {seconds:.1f}s ({report.lines / seconds:,.0f} lines/s)")
+    seconds, cpu = time.perf_counter() - began, cpu_seconds() - cpu
+    print(f"ingested: {report} in {seconds:.1f}s ({report.lines / seconds:,.0f} lines/s; CPU "
+          f"{cpu:.1f}s, its worker processes included: {report.lines / cpu:,.0f} lines per "
+          f"CPU second)")  # fmt: skip
 
     last = (DAY + timedelta(days=1) - timedelta(minutes=5)).strftime(PARTITION_FORMAT)
     command = [
