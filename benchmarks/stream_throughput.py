@@ -25,6 +25,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import queue
 import resource
 import shutil
 import signal
@@ -107,8 +108,8 @@ def produce_telemetry(
     bound_seconds: int,
 ) -> None:
     """Generate telemetry, then send it (at most ``rate`` messages/s on one clock); runs in its
-    own process. Several ``specs`` (consecutive spans of event time) are generated one after
-    the other, each while the sends catch up with the clock, so a long run never holds it all.
+    own process. Several ``specs`` (consecutive spans of event time) are generated one ahead of
+    the sends, so a long run neither holds it all nor pauses between spans.
 
     Sends ``("sending", {"valid": events})`` on ``conn`` when the first message goes out (the
     valid events of the first spec), then ``("done", figures)``: the messages sent, the valid
@@ -122,15 +123,20 @@ def produce_telemetry(
     next_threshold = next_window + window_us + bound_us
     first_sent: dict[int, float] = {}
     sent = valid = 0
-    generated_s, first_us, last_us = 0.0, None, None
-    for spec in specs:
-        generating = time.monotonic()
-        messages, times, spec_valid = checked_messages(spec, window_seconds)
-        generated_s += time.monotonic() - generating
+    first_us = last_us = None
+    generating = time.monotonic()
+    ahead: queue.Queue = queue.Queue(maxsize=1)  # the next spec, generated while this one sends
+    threading.Thread(
+        target=lambda: [ahead.put(checked_messages(spec, window_seconds)) for spec in specs],
+        daemon=True,
+    ).start()
+    for _ in specs:
+        messages, times, spec_valid = ahead.get()
         valid_times = times[times >= 0]
         first_us = int(valid_times.min()) if first_us is None else first_us
         last_us = int(valid_times.max())
         if not sent:
+            generated_s = time.monotonic() - generating  # the first span's
             conn.send(("sending", {"valid": spec_valid}))
             began, began_wall = time.monotonic(), time.time()
         valid += spec_valid
