@@ -26,11 +26,11 @@ READ_CHUNK = timedelta(hours=1)  # one read (and one Beam element) per hour of e
 class ReadRawRangeFn(beam.DoFn):
     """``(start, end)`` -> the events of ``telemetry_raw`` in that event-time range, one table."""
 
-    def __init__(self, lake_root: str) -> None:
-        self.lake_root = lake_root
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
 
     def process(self, chunk: tuple[datetime, datetime]):
-        events = Lake(self.lake_root).scan(
+        events = self.lake.scan(
             TELEMETRY_RAW, EVENT_COLUMNS, time_range_filter(*chunk, "event_time", "event_date")
         )
         beam.metrics.Metrics.counter("betlake", "events").inc(events.num_rows)
@@ -66,14 +66,14 @@ def reprocess(settings: Settings, start: datetime, end: datetime) -> ReprocessRe
     """
     windowing = Windowing.of(settings)
     start, end = windowing.check_range(start, end)
-    Reference.from_lake(Lake(settings.lake))  # fails clearly if it is not loaded yet
+    Reference.from_lake(Lake.of(settings))  # fails clearly if it is not loaded yet
     began = time.perf_counter()
     with beam.Pipeline(options=pipeline_options(settings, streaming=False)) as pipeline:
         _ = (
             pipeline
             | "Chunks" >> beam.Create(hour_chunks(start, end))
-            | "ReadRaw" >> beam.ParDo(ReadRawRangeFn(settings.lake))
-            | "SiteWindowStats" >> SiteWindowStats(settings.lake, windowing, batch=True)
+            | "ReadRaw" >> beam.ParDo(ReadRawRangeFn(Lake.of(settings)))
+            | "SiteWindowStats" >> SiteWindowStats(Lake.of(settings), windowing, batch=True)
             | "OneRange" >> beam.WindowInto(beam.window.GlobalWindows())
             | "AllRows" >> beam.combiners.ToList()
             | "ReplaceGold"

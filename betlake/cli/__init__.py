@@ -234,7 +234,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
     from betlake.cli.report import write_report
     from betlake.core.lake import Lake
 
-    drawn = write_report(Lake(settings.lake), args.start, args.end, args.out)
+    drawn = write_report(Lake.of(settings), args.start, args.end, args.out)
     console.print(f"wrote {args.out} ({drawn} points of GGR and active players)")
 
 
@@ -252,7 +252,7 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> None:
     from betlake.core.lake import Lake
 
     try:
-        result = Lake(settings.lake).connect().execute(args.sql)
+        result = Lake.of(settings).connect().execute(args.sql)
         rows = result.fetchmany(args.limit)
     except duckdb.Error as error:
         raise BetlakeError(str(error).splitlines()[0]) from None
@@ -266,7 +266,7 @@ def cmd_maintain(args: argparse.Namespace, settings: Settings) -> None:
     from betlake.core.contract import TABLES
     from betlake.core.lake import Lake
 
-    lake = Lake(settings.lake)
+    lake = Lake.of(settings)
     for name in TABLES:
         console.print(f"{name}: {lake.maintain(name, args.retention_hours)}")
 
