@@ -10,6 +10,8 @@ from typing import Protocol
 
 from betlake.core.config import Settings
 from betlake.local import broker
+from betlake.local.bigquery import BigQueryService
+from betlake.local.hdfs import HdfsService
 from betlake.local.s3 import S3Service
 
 
@@ -61,5 +63,7 @@ SERVICES: dict[str, LocalService] = {
     for service in (
         KafkaService(),
         S3Service(),
+        HdfsService(),
+        BigQueryService(),
     )
 }

@@ -1,9 +1,11 @@
-"""The lake on an object store: the batch path (ingest, reprocess through Dagster, query) and
-concurrent writers, run against the local S3-compatible server (``betlake local start s3``).
+"""The lake on S3 and on HDFS: the batch path (ingest, reprocess through Dagster, query) and
+concurrent writers, against the local S3-compatible server (``betlake local start s3``) and
+the local HDFS minicluster (``betlake local start hdfs``).
 
 The batch-path tests are the local-folder ones of test_dagster and test_concurrent_writers,
-collected again here with ``settings`` pointing at a bucket of the local server (exported, as
-``eval "$(betlake local env s3)"`` would, so the Dagster resource and the CLI see it too).
+collected again here with ``settings`` pointing at a lake of this test's own on each store
+(exported, as ``eval "$(betlake local env s3)"`` would, so the Dagster resource and the CLI
+see it too).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from botocore.exceptions import ClientError
 from betlake.core.config import Settings
 from betlake.core.contract import TELEMETRY_RAW
 from betlake.core.lake import Lake
-from betlake.local import s3
+from betlake.local import hdfs, s3
 from tests.conftest import write_reference_csv
 from tests.integration import test_concurrent_writers, test_dagster
 from tests.integration.test_site_window_stats import ingest_scenario
@@ -58,22 +60,40 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         s3.daemon(home).stop()
 
 
-@pytest.fixture
-def settings(
-    s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request
-) -> Settings:
-    """Settings with the lake in a bucket of this test's own on the local S3 server, exported."""
-    name = request.node.name.lower().replace("_", "-")[:40].strip("-")
-    given = Settings.from_env(
-        {"BETLAKE_LAKE": f"s3://{name}/lake", "BETLAKE_S3_ENDPOINT": s3_endpoint}
-    )
-    s3.create_bucket(s3_endpoint, s3.bucket(given))
-    env = s3.env(given) | {"BETLAKE_REFERENCE": str(write_reference_csv(tmp_path / "reference"))}
+@pytest.fixture(scope="session")
+def hdfs_namenode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The local HDFS for the session, its namenode on a free port, in a temporary home."""
+    home = tmp_path_factory.mktemp("hdfs")
+    namenode = f"hdfs://127.0.0.1:{_free_port()}"
+    hdfs.start(Settings.from_env({"BETLAKE_LAKE": f"{namenode}/lake"}), home=home, timeout=300)
+    try:
+        yield namenode
+    finally:
+        hdfs.daemon(home).stop()
+
+
+@pytest.fixture(params=["s3", "hdfs"])
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request) -> Settings:
+    """Settings with a lake of this test's own on the local S3 server (a bucket) or HDFS (a
+    folder), exported."""
+    name = request.node.name.lower().replace("_", "-").replace("[", "-")[:40].strip("-]")
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        given = Settings.from_env(
+            {"BETLAKE_LAKE": f"s3://{name}/lake", "BETLAKE_S3_ENDPOINT": endpoint}
+        )
+        s3.create_bucket(endpoint, s3.bucket(given))
+        env = s3.env(given)
+    else:
+        namenode = request.getfixturevalue("hdfs_namenode")
+        env = hdfs.env(Settings.from_env({"BETLAKE_LAKE": f"{namenode}/{name}/lake"}))
+    env |= {"BETLAKE_REFERENCE": str(write_reference_csv(tmp_path / "reference"))}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return Settings.from_env(env)
 
 
+@pytest.mark.parametrize("settings", ["s3"], indirect=True)
 def test_local_env_points_the_lake_at_the_server(settings: Settings, s3_endpoint: str) -> None:
     assert settings.lake.startswith("s3://") and settings.s3_endpoint == s3_endpoint
     options = Lake.of(settings).storage_options
@@ -82,6 +102,7 @@ def test_local_env_points_the_lake_at_the_server(settings: Settings, s3_endpoint
     assert not any("unsafe" in key for key in options)
 
 
+@pytest.mark.parametrize("settings", ["s3"], indirect=True)
 def test_the_store_refuses_to_overwrite_a_commit(settings: Settings, s3_endpoint: str) -> None:
     """delta-rs commits version N by putting its log entry only if absent: the server must
     answer 412 to a second put of an existing entry, or racing writers could both win."""
