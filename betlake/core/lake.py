@@ -33,7 +33,7 @@ from betlake.core.windowing import to_utc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_COMMIT_ATTEMPTS = 10
+_COMMIT_PATIENCE_SECONDS = 300.0  # how long a writer keeps retrying commit conflicts
 
 
 def _iso(value: datetime) -> str:
@@ -75,17 +75,21 @@ def check_in_range(rows: pa.Table, start: datetime, end: datetime) -> None:
 
 
 def with_commit_retry(write: Callable[[], T], what: str) -> T:
-    """Run a Delta write, retrying commit conflicts with jittered exponential backoff."""
-    for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+    """Run a Delta write, retrying commit conflicts with jittered exponential backoff for up to
+    :data:`_COMMIT_PATIENCE_SECONDS` (a time budget, not a count of attempts: on a slow store,
+    HDFS or S3 on a busy machine, one attempt takes long and a busy writer wins many races)."""
+    deadline = time.monotonic() + _COMMIT_PATIENCE_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return write()
         except CommitFailedError:
-            if attempt == _COMMIT_ATTEMPTS:
-                raise
             pause = min(5.0, 0.05 * 2**attempt) * (0.5 + random.random())
+            if time.monotonic() + pause > deadline:
+                raise
             log.info("commit conflict on %s (attempt %d), retrying in %.2fs", what, attempt, pause)
             time.sleep(pause)
-    raise AssertionError("unreachable")
 
 
 def storage_options(settings: Settings) -> dict[str, str] | None:
