@@ -34,9 +34,6 @@ pytestmark = pytest.mark.integration
 test_partition_range_run_replaces_exactly_its_range = (
     test_dagster.test_partition_range_run_replaces_exactly_its_range
 )
-test_reprocess_and_query_commands_end_to_end = (
-    test_dagster.test_reprocess_and_query_commands_end_to_end
-)
 test_stream_and_reprocess_writers_on_the_same_windows = (
     test_concurrent_writers.test_stream_and_reprocess_writers_on_the_same_windows
 )
@@ -91,6 +88,13 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request) -> Settin
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return Settings.from_env(env)
+
+
+@pytest.mark.parametrize("settings", ["s3"], indirect=True)
+def test_reprocess_and_query_commands_end_to_end(settings: Settings, tmp_path: Path) -> None:
+    """The commands, each a process of its own, on S3 (on HDFS the in-process tests cover the
+    same path: the command-line run costs minutes on a loaded machine)."""
+    test_dagster.test_reprocess_and_query_commands_end_to_end(settings, tmp_path)
 
 
 @pytest.mark.parametrize("settings", ["s3"], indirect=True)
@@ -157,3 +161,6 @@ def test_two_writers_appending_at_once_lose_no_commit(settings: Settings, tmp_pa
         mine = {event_id for event_id in after if event_id.startswith(f"{name}-")}
         assert len(mine) == rounds * stored.num_rows
     assert lake.open(TELEMETRY_RAW.name).version() == before + 2 * rounds
+    # DuckDB over the store sees the same: the scenario's rows plus each writer's copies
+    (count,) = lake.connect().execute("SELECT count(*) FROM telemetry_raw").fetchone()
+    assert count == stored.num_rows * (1 + 2 * rounds)
