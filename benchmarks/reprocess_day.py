@@ -105,7 +105,7 @@ def main() -> None:
     shutil.copy(PROJECT / "dagster_home" / "dagster.yaml", home)
     env = {**os.environ, "BETLAKE_LAKE": str(work / "lake"), "DAGSTER_HOME": str(home)}
     settings = Settings.from_env(env | {"BETLAKE_REFERENCE": str(PROJECT / "data/reference")})
-    lake = Lake(settings.lake)
+    lake = Lake.of(settings)
     print(f"machine: {machine()}")
 
     telemetry = work / "day.jsonl"

@@ -508,7 +508,7 @@ def lake_settings(root: Path, bootstrap: str, prefix: str) -> Settings:
         "BETLAKE_KAFKA_BOOTSTRAP": bootstrap, "BETLAKE_TELEMETRY_TOPIC": f"{prefix}-telemetry",
         "BETLAKE_STATS_TOPIC": f"{prefix}-stats",
     })  # fmt: skip
-    lake = Lake(settings.lake)
+    lake = Lake.of(settings)
     for spec in REFERENCE_TABLES:
         lake.overwrite(spec, read_reference_csv(spec, settings.reference, datetime.now(UTC)))
     ensure_topic(settings, settings.telemetry_topic)
@@ -598,7 +598,7 @@ def main() -> None:
               f"started")  # fmt: skip
 
         # 2. betlake over the backlog
-        bronze = BronzeCounter(Lake(settings.lake), n)
+        bronze = BronzeCounter(Lake.of(settings), n)
         profile = Profile(work / "betlake.pyspy") if args.profile else nullcontext()
         with MemorySampler() as betlake_memory, profile:
             job_start = time.time()
@@ -619,7 +619,7 @@ def main() -> None:
         e2e_low_s = max(bronze_s, e2e_s - DRAIN_IDLE)
         on_time = first_on_time(published)
         queued = [on_time[w] - sent["first_sent"][w] for w in on_time if w in sent["first_sent"]]
-        con = Lake(settings.lake).connect()
+        con = Lake.of(settings).connect()
         rows, distinct, on_time_rows = con.execute(
             "SELECT count(*), count(DISTINCT event_id), count(*) FILTER (WHERE NOT arrived_late)"
             " FROM telemetry_raw"
@@ -652,7 +652,7 @@ def main() -> None:
         time.sleep(1)  # a first second of events is there when the job's readers start
         with MemorySampler() as live_memory:
             live_job_start = time.time()
-            live_bronze = BronzeCounter(Lake(live.lake), live_valid)
+            live_bronze = BronzeCounter(Lake.of(live), live_valid)
             live_bronze.start()
             live_counters = stream(live)
         live_sent = producers[-1].wait("done")

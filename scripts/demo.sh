@@ -24,11 +24,11 @@ betlake query "SELECT reason, count(*) AS rejected FROM telemetry_rejected GROUP
                ORDER BY rejected DESC"
 
 echo; echo "== the day mirrored to BigQuery (the local emulator) =="
-bash scripts/bigquery_emulator.sh start
-export BETLAKE_BIGQUERY_ENDPOINT=http://127.0.0.1:9050
+betlake local start bigquery
+eval "$(betlake local env bigquery)"
 .venv/bin/dagster asset materialize -m betlake.definitions --select site_window_stats_bigquery \
   --partition-range "${day}-00:00...${day}-23:55" 2>&1 | grep -oE "RUN_(SUCCESS|FAILURE).*"
-bash scripts/bigquery_emulator.sh stop
+betlake local stop bigquery
 
 echo; echo "== the stream: live telemetry through Kafka, a window published every few seconds =="
 betlake broker start

@@ -26,11 +26,11 @@ READ_CHUNK = timedelta(hours=1)  # one read (and one Beam element) per hour of e
 class ReadRawRangeFn(beam.DoFn):
     """``(start, end)`` -> the events of ``telemetry_raw`` in that event-time range, one table."""
 
-    def __init__(self, lake_root: str) -> None:
-        self.lake_root = lake_root
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
 
     def process(self, chunk: tuple[datetime, datetime]):
-        events = Lake(self.lake_root).scan(
+        events = self.lake.scan(
             TELEMETRY_RAW, EVENT_COLUMNS, time_range_filter(*chunk, "event_time", "event_date")
         )
         beam.metrics.Metrics.counter("betlake", "events").inc(events.num_rows)
@@ -58,27 +58,34 @@ def hour_chunks(start: datetime, end: datetime) -> list[tuple[datetime, datetime
     return chunks
 
 
+def build_reprocess(
+    pipeline: beam.Pipeline, settings: Settings, start: datetime, end: datetime
+) -> tuple[datetime, datetime]:
+    """Add the transforms recomputing [start, end) to ``pipeline``; returns the range (UTC)."""
+    windowing = Windowing.of(settings)
+    start, end = windowing.check_range(start, end)
+    Reference.from_lake(Lake.of(settings))  # fails clearly if it is not loaded yet
+    _ = (
+        pipeline
+        | "Chunks" >> beam.Create(hour_chunks(start, end))
+        | "ReadRaw" >> beam.ParDo(ReadRawRangeFn(Lake.of(settings)))
+        | "SiteWindowStats" >> SiteWindowStats(Lake.of(settings), windowing, batch=True)
+        | "OneRange" >> beam.WindowInto(beam.window.GlobalWindows())
+        | "AllRows" >> beam.combiners.ToList()
+        | "ReplaceGold" >> beam.ParDo(ReplaceGoldRangeFn(settings, start, end, datetime.now(UTC)))
+    )
+    return start, end
+
+
 def reprocess(settings: Settings, start: datetime, end: datetime) -> ReprocessReport:
     """Recompute every window in [start, end) from ``telemetry_raw`` and replace it in gold.
 
     Runs :class:`SiteWindowStats` in batch mode on the configured runner (see
     :mod:`streaming.runners`); windows with no events in the range disappear from gold.
     """
-    windowing = Windowing.of(settings)
-    start, end = windowing.check_range(start, end)
-    Reference.from_lake(Lake(settings.lake))  # fails clearly if it is not loaded yet
     began = time.perf_counter()
     with beam.Pipeline(options=pipeline_options(settings, streaming=False)) as pipeline:
-        _ = (
-            pipeline
-            | "Chunks" >> beam.Create(hour_chunks(start, end))
-            | "ReadRaw" >> beam.ParDo(ReadRawRangeFn(settings.lake))
-            | "SiteWindowStats" >> SiteWindowStats(settings.lake, windowing, batch=True)
-            | "OneRange" >> beam.WindowInto(beam.window.GlobalWindows())
-            | "AllRows" >> beam.combiners.ToList()
-            | "ReplaceGold"
-            >> beam.ParDo(ReplaceGoldRangeFn(settings, start, end, datetime.now(UTC)))
-        )
+        start, end = build_reprocess(pipeline, settings, start, end)
     totals = counters(pipeline.result)
     return ReprocessReport(
         start=start,

@@ -42,7 +42,7 @@ def build_stream(
     pipeline: beam.Pipeline, settings: Settings, partitions: list[int], **read_options: object
 ) -> None:
     """Add the streaming job's transforms to ``pipeline``."""
-    Reference.from_lake(Lake(settings.lake))  # fails clearly if it is not loaded yet
+    Reference.from_lake(Lake.of(settings))  # fails clearly if it is not loaded yet
     stored = (
         pipeline
         | "ReadTelemetry" >> ReadTelemetry(settings, partitions, **read_options)
@@ -56,7 +56,8 @@ def build_stream(
     # the reads, it holds the commit timers back until what those offsets fed is published.
     panes_published = (
         stored.events
-        | "SiteWindowStats" >> SiteWindowStats(settings.lake, Windowing.of(settings), batch=False)
+        | "SiteWindowStats"
+        >> SiteWindowStats(Lake.of(settings), Windowing.of(settings), batch=False)
         | "PublishPanes" >> beam.ParDo(PublishPanesFn(settings))
         | "AfterPanes" >> beam.WindowInto(beam.window.GlobalWindows())
     )

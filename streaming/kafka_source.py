@@ -196,7 +196,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         self._ledger = self.ledger_handle.acquire(self._new_ledger)
 
     def _new_ledger(self) -> EventLedger:
-        lake = Lake(self.settings.lake)
+        lake = Lake.of(self.settings)
 
         def bronze(starts: list[int]) -> pa.Table:
             window_start = pa.array(starts, pa.int64()).cast(TELEMETRY_RAW.schema.field(

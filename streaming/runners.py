@@ -3,11 +3,13 @@
 ``BETLAKE_RUNNER`` picks the platform: ``local`` (default; Prism for the stream, the in-process
 FnApiRunner for batch), ``flink`` or ``dataflow``; ``BETLAKE_PIPELINE_ARGS`` adds any Beam options
 (``--flink_master=host:8081``, ``--project=... --region=... --temp_location=gs://...``).
+:func:`dataflow_job` translates a pipeline for Dataflow offline, without submitting it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -15,14 +17,16 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import apache_beam as beam
 from apache_beam import __version__ as BEAM_VERSION
 from apache_beam.metrics import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult
+from google.protobuf import json_format
 
 from betlake.core.config import ConfigError, Settings
 
@@ -125,6 +129,36 @@ def stream_options(settings: Settings) -> Iterator[PipelineOptions]:
         return
     with prism_server(settings.cache) as endpoint:
         yield pipeline_options(settings, streaming=True, job_endpoint=endpoint)
+
+
+def dataflow_job(
+    settings: Settings, build: Callable[[beam.Pipeline], object], *, streaming: bool
+) -> dict[str, object]:
+    """Translate the pipeline ``build`` adds for Dataflow, offline (Beam's ``--dry_run``: no
+    credentials, nothing staged or submitted). Returns the job request and the portable graph
+    Dataflow would run (``pipeline``: its transforms, coders and SDK container), and writes
+    them as JSON to ``--dataflow_job_file`` when ``BETLAKE_PIPELINE_ARGS`` names one.
+
+    Needs ``BETLAKE_RUNNER=dataflow`` and the job's ``--project``, ``--region`` and
+    ``--temp_location=gs://...`` in ``BETLAKE_PIPELINE_ARGS``.
+    """
+    if settings.runner != "dataflow":
+        raise ConfigError(
+            f"BETLAKE_RUNNER must be dataflow to translate for Dataflow, got {settings.runner!r}"
+        )
+    options = pipeline_options(settings, streaming=streaming)
+    options.view_as(TestOptions).dry_run = True
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline)
+    job = pipeline.run().job
+    graph = {
+        "job": json.loads(job.json()),
+        "pipeline": json_format.MessageToDict(job.proto_pipeline),
+    }
+    job_file = options.view_as(DebugOptions).dataflow_job_file
+    if job_file:
+        Path(job_file).write_text(json.dumps(graph, indent=1))
+    return graph
 
 
 def counters(result: PipelineResult, namespace: str = "betlake") -> dict[str, int]:

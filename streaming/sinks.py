@@ -68,7 +68,7 @@ class ReplaceGoldRangeFn(beam.DoFn):
         self.settings, self.start, self.end, self.began = settings, start, end, began
 
     def process(self, rows: list[dict]):
-        lake = Lake(self.settings.lake)
+        lake = Lake.of(self.settings)
         table = pa.Table.from_pylist(
             [row | {"computed_at": self.began} for row in rows], schema=SITE_WINDOW_STATS.schema
         )
@@ -113,7 +113,7 @@ class StoreTelemetryFn(beam.DoFn):
         self.windowing = Windowing.of(settings)
 
     def setup(self) -> None:
-        self.lake = Lake(self.settings.lake)
+        self.lake = Lake.of(self.settings)
         self.tally = Tally("telemetry")
 
     def process(self, read: PartitionRead, timestamp=beam.DoFn.TimestampParam):
@@ -146,7 +146,7 @@ class PublishPanesFn(beam.DoFn):
         self.settings = settings
 
     def setup(self) -> None:
-        self.lake = Lake(self.settings.lake)
+        self.lake = Lake.of(self.settings)
         self.producer = producer(self.settings, **RETRY_FOREVER)  # waits out an outage
         self.tally = Tally("figures")
 

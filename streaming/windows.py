@@ -26,6 +26,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from betlake.core.contract import EVENT_COLUMNS, MONEY_EVENT_TYPES
+from betlake.core.lake import Lake
 from betlake.core.reference import ReferenceCache
 from betlake.core.windowing import US, Windowing
 
@@ -100,12 +101,12 @@ class PreAggregateFn(beam.DoFn):
     kernels; each output names its window and keeps the batch's timestamp (see EventWindows).
     """
 
-    def __init__(self, windowing: Windowing, lake_root: str) -> None:
+    def __init__(self, windowing: Windowing, lake: Lake) -> None:
         self.windowing = windowing
-        self.lake_root = lake_root
+        self.lake = lake
 
     def setup(self) -> None:
-        self.reference = ReferenceCache(self.lake_root)
+        self.reference = ReferenceCache(self.lake)
 
     def process(self, batch: pa.RecordBatch | pa.Table):
         reference = self.reference.get()
@@ -260,12 +261,12 @@ class ToStatsRowFn(beam.DoFn):
     """A :class:`SitePane` -> a ``site_window_stats`` row, labelled by its pane timing
     (ON_TIME, LATE) or, in a batch run, BATCH."""
 
-    def __init__(self, lake_root: str, batch: bool) -> None:
-        self.lake_root = lake_root
+    def __init__(self, lake: Lake, batch: bool) -> None:
+        self.lake = lake
         self.batch = batch
 
     def setup(self) -> None:
-        self.reference = ReferenceCache(self.lake_root)
+        self.reference = ReferenceCache(self.lake)
 
     def process(self, pane: SitePane):
         site_id, start_us, end_us, figures, timing = pane
@@ -311,9 +312,9 @@ class SiteWindowStats(beam.PTransform):
     * batch (``batch=True``): every window fires exactly once (BATCH), nothing to accumulate.
     """
 
-    def __init__(self, lake_root: str, windowing: Windowing, *, batch: bool) -> None:
+    def __init__(self, lake: Lake, windowing: Windowing, *, batch: bool) -> None:
         super().__init__()
-        self.lake_root = lake_root
+        self.lake = lake
         self.windowing = windowing
         self.batch = batch
 
@@ -321,7 +322,7 @@ class SiteWindowStats(beam.PTransform):
         lateness = 0 if self.batch else self.windowing.beam_lateness_seconds
         panes = (
             batches
-            | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.windowing, self.lake_root))
+            | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.windowing, self.lake))
             | "EventTimeWindows"
             >> beam.WindowInto(
                 EventWindows(self.windowing),
@@ -340,4 +341,4 @@ class SiteWindowStats(beam.PTransform):
                 | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
                 | "Accumulate" >> beam.ParDo(AccumulatePanesFn(self.windowing))
             )
-        return panes | "ToStatsRows" >> beam.ParDo(ToStatsRowFn(self.lake_root, self.batch))
+        return panes | "ToStatsRows" >> beam.ParDo(ToStatsRowFn(self.lake, self.batch))

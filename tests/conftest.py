@@ -53,7 +53,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def loaded_lake(settings: Settings) -> Lake:
     """The lake with the reference tables loaded."""
-    lake = Lake(settings.lake)
+    lake = Lake.of(settings)
     for spec in REFERENCE_TABLES:
         lake.overwrite(spec, read_reference_csv(spec, settings.reference, datetime.now(UTC)))
     return lake

@@ -75,7 +75,7 @@ def fault_settings(lake: str, bootstrap: str, name: str, **env: str) -> Settings
 
 def prepare(settings: Settings) -> None:
     """Load the settings' reference CSV files into the lake and create the telemetry topic."""
-    lake = Lake(settings.lake)
+    lake = Lake.of(settings)
     for spec in REFERENCE_TABLES:
         lake.overwrite(spec, read_reference_csv(spec, settings.reference, datetime.now(UTC)))
     ensure_topic(settings, settings.telemetry_topic, partitions=PARTITIONS)
@@ -524,7 +524,7 @@ def check_read_everything(settings: Settings, sent: list[Sent]) -> list[str]:
 
 def account(settings: Settings, sent: list[Sent], kills: list[float] = ()) -> Accounting:
     """Check bronze, rejected, the arrived_late flags, gold and the stats topic."""
-    lake, result = Lake(settings.lake), Accounting()
+    lake, result = Lake.of(settings), Accounting()
     kills = list(kills)
     valid = {s.event_id: s for s in sent if s.category not in (MALFORMED, DUPLICATE)}
     bronze = lake.scan(

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from betlake.core.config import BetlakeError, Settings
+from betlake.core.config import BetlakeError, ConfigError, Settings
 from betlake.core.contract import PARTITION_FORMAT
 from betlake.core.processes import restore_default_signals
 from betlake.core.windowing import Windowing, to_utc
@@ -179,6 +179,31 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
     os._exit(0)
 
 
+def cmd_dataflow_job(args: argparse.Namespace, settings: Settings) -> None:
+    from streaming.batch import build_reprocess
+    from streaming.job import build_stream
+    from streaming.runners import dataflow_job
+
+    if not any(arg.startswith("--dataflow_job_file=") for arg in settings.pipeline_args):
+        raise ConfigError(
+            "add --dataflow_job_file=PATH to BETLAKE_PIPELINE_ARGS: where to write the job"
+        )
+    streaming = args.pipeline == "stream"
+    if not streaming and (args.start is None or args.end is None):
+        raise ConfigError("dataflow-job reprocess needs --start and --end")
+
+    def build(pipeline: object) -> None:
+        if streaming:  # the partitions are data of the graph, listed at run time
+            build_stream(pipeline, settings, [0])
+        else:
+            build_reprocess(pipeline, settings, args.start, args.end)
+
+    job = dataflow_job(settings, build, streaming=streaming)
+    transforms = job["pipeline"]["components"]["transforms"]
+    console.print(f"the {args.pipeline} pipeline translates for Dataflow ({job['job']['type']}, "
+                  f"{len(transforms)} transforms); not submitted")  # fmt: skip
+
+
 def cmd_reference(args: argparse.Namespace, settings: Settings) -> None:
     materialize(settings, ["bet_sites", "players", "fx_rates"])
     console.print(f"reference data loaded from {settings.reference}")
@@ -234,7 +259,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
     from betlake.cli.report import write_report
     from betlake.core.lake import Lake
 
-    drawn = write_report(Lake(settings.lake), args.start, args.end, args.out)
+    drawn = write_report(Lake.of(settings), args.start, args.end, args.out)
     console.print(f"wrote {args.out} ({drawn} points of GGR and active players)")
 
 
@@ -252,7 +277,7 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> None:
     from betlake.core.lake import Lake
 
     try:
-        result = Lake(settings.lake).connect().execute(args.sql)
+        result = Lake.of(settings).connect().execute(args.sql)
         rows = result.fetchmany(args.limit)
     except duckdb.Error as error:
         raise BetlakeError(str(error).splitlines()[0]) from None
@@ -266,7 +291,7 @@ def cmd_maintain(args: argparse.Namespace, settings: Settings) -> None:
     from betlake.core.contract import TABLES
     from betlake.core.lake import Lake
 
-    lake = Lake(settings.lake)
+    lake = Lake.of(settings)
     for name in TABLES:
         console.print(f"{name}: {lake.maintain(name, args.retention_hours)}")
 
@@ -311,6 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="end once no message has arrived for this long (every open window fires)",
     )  # fmt: skip
     stream.set_defaults(run=cmd_stream)
+
+    dataflow = commands.add_parser(
+        "dataflow-job", help="translate a pipeline for Dataflow offline (to --dataflow_job_file)"
+    )
+    dataflow.add_argument("pipeline", choices=["stream", "reprocess"])
+    dataflow.add_argument("--start", type=timestamp, help="reprocess: first window")
+    dataflow.add_argument("--end", type=timestamp, help="reprocess: end of the range")
+    dataflow.set_defaults(run=cmd_dataflow_job)
 
     reference = commands.add_parser("reference", help="load the reference data (Dagster run)")
     reference.set_defaults(run=cmd_reference)

@@ -5,7 +5,7 @@ replaced: the rows go as Parquet to a staging table of their own (a unique name 
 then one ``MERGE`` deletes every target row of the range and inserts the staged rows, then the
 staging table is dropped. Running it again with the same rows gives the same table.
 
-Works against Google BigQuery and against the local emulator (``scripts/bigquery_emulator.sh``,
+Works against Google BigQuery and against the local emulator (``betlake local start bigquery``,
 which runs multi-statement transactions without their query parameters, hence the MERGE).
 Queries go through ``client.query(...).result()``: the emulator's ``query_and_wait`` returns
 no rows, rather than an error, for a statement it cannot run.

@@ -24,6 +24,7 @@ class ConfigError(BetlakeError):
 
 _KAFKA_OPTION_PREFIX = "BETLAKE_KAFKA_OPT_"
 RUNNERS = ("local", "flink", "dataflow")  # BETLAKE_RUNNER: where Beam pipelines run
+LAKE_SCHEMES = ("file", "s3", "gs", "hdfs")  # BETLAKE_LAKE: a folder, or an object store URI
 
 
 def _default_cache() -> Path:
@@ -60,6 +61,12 @@ class Settings:
     bigquery_dataset: str = "betlake"
     backfill_cron: str = "30 0 * * *"  # the nightly recomputation of yesterday
     reference_cron: str = "0 5 * * *"  # the reference data reload
+    s3_endpoint: str | None = None  # an S3-compatible server's URL; unset: AWS S3
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None  # unset: delta-rs's own chain (profile, instance role)
+    s3_secret_access_key: str | None = None
+    s3_session_token: str | None = None
+    gcs_credentials: str | None = None  # a service account key file; unset: the default chain
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +109,19 @@ class Settings:
             bigquery_dataset=env.get("BETLAKE_BIGQUERY_DATASET") or cls.bigquery_dataset,
             backfill_cron=env.get("BETLAKE_BACKFILL_CRON", cls.backfill_cron),
             reference_cron=env.get("BETLAKE_REFERENCE_CRON", cls.reference_cron),
+            s3_endpoint=_first(
+                env, "BETLAKE_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
+            ),
+            s3_region=_first(env, "BETLAKE_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+            or cls.s3_region,
+            s3_access_key_id=_first(env, "BETLAKE_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+            s3_secret_access_key=_first(
+                env, "BETLAKE_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"
+            ),
+            s3_session_token=_first(env, "BETLAKE_S3_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
+            gcs_credentials=_first(
+                env, "BETLAKE_GCS_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"
+            ),
         )
         if settings.runner not in RUNNERS:
             raise ConfigError(
@@ -112,11 +132,28 @@ class Settings:
                 "BETLAKE_WINDOW_SECONDS must be a whole number of minutes that divides an hour "
                 f"(60, 120, 300, 600, ...), got {settings.window_seconds}"
             )
+        scheme = settings.lake.partition("://")[0] if "://" in settings.lake else "file"
+        if scheme not in LAKE_SCHEMES:
+            raise ConfigError(
+                f"BETLAKE_LAKE must be a folder or a {', '.join(LAKE_SCHEMES[1:])}:// URI, "
+                f"got {settings.lake!r}"
+            )
+        if settings.s3_endpoint is not None and "://" not in settings.s3_endpoint:
+            raise ConfigError(
+                "BETLAKE_S3_ENDPOINT must be a URL (http://host:port), "
+                f"got {settings.s3_endpoint!r}"
+            )
         return settings
 
     def with_lake(self, root: str) -> Settings:
         """These settings with another lake root (a local path is made absolute)."""
         return replace(self, lake=_lake_uri(root))
+
+
+def _first(env: Mapping[str, str], *names: str) -> str | None:
+    """The first of ``names`` set to a non-empty value (a betlake setting before its standard
+    fallbacks), or None."""
+    return next((env[name] for name in names if env.get(name)), None)
 
 
 def _words(env: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -57,7 +57,7 @@ def discard(
     from telemetry_raw to telemetry_discarded."""
     if not reason.strip():
         raise BetlakeError("a discard needs a --reason")
-    lake = Lake(settings.lake)
+    lake = Lake.of(settings)
     events = lake.scan(
         TELEMETRY_RAW, where=time_range_filter(start, end, "event_time", "event_date")
     )
@@ -86,7 +86,7 @@ def discard(
 
 def restore(settings: Settings, discard_id: str) -> Discard:
     """Put the events of a discard back into telemetry_raw and stamp its audit rows."""
-    lake = Lake(settings.lake)
+    lake = Lake.of(settings)
     audit = lake.scan(TELEMETRY_DISCARDED)
     audit = audit.filter(
         pc.and_(pc.equal(audit.column("discard_id"), discard_id), pc.is_null(audit["restored_at"]))

@@ -115,7 +115,7 @@ def ingest_files(settings: Settings, paths: list[Path], show_progress: bool = Tr
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise BetlakeError(f"no such file: {', '.join(missing)}")
-    lake = Lake(settings.lake)
+    lake = Lake.of(settings)
     stored_events = KeyIndex(lake, TELEMETRY_RAW)
     report = IngestReport()
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),

@@ -3,6 +3,12 @@ range, query.
 
 Every write retries Delta commit conflicts with backoff, so concurrent writers (the stream and
 reprocessing runs) never lose a write to a ``CommitFailedError``.
+
+The lake is a folder or an object store (``s3://``, ``gs://``, ``hdfs://``); :meth:`Lake.of`
+gives every reader and writer the storage options of the settings. On S3 a commit is a
+conditional put (``If-None-Match: *`` on the next log entry, ``aws_conditional_put=etag``): of
+two writers racing for one version, the store lets one win and the other retries, so no
+locking provider is needed (and ``AWS_S3_ALLOW_UNSAFE_RENAME`` is never set).
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
+from betlake.core.config import Settings
 from betlake.core.contract import TABLES, TIMESTAMP, TableSpec
 from betlake.core.windowing import to_utc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_COMMIT_ATTEMPTS = 10
+_COMMIT_PATIENCE_SECONDS = 300.0  # how long a writer keeps retrying commit conflicts
 
 
 def _iso(value: datetime) -> str:
@@ -68,25 +75,56 @@ def check_in_range(rows: pa.Table, start: datetime, end: datetime) -> None:
 
 
 def with_commit_retry(write: Callable[[], T], what: str) -> T:
-    """Run a Delta write, retrying commit conflicts with jittered exponential backoff."""
-    for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+    """Run a Delta write, retrying commit conflicts with jittered exponential backoff for up to
+    :data:`_COMMIT_PATIENCE_SECONDS` (a time budget, not a count of attempts: on a slow store,
+    HDFS or S3 on a busy machine, one attempt takes long and a busy writer wins many races)."""
+    deadline = time.monotonic() + _COMMIT_PATIENCE_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return write()
         except CommitFailedError:
-            if attempt == _COMMIT_ATTEMPTS:
-                raise
             pause = min(5.0, 0.05 * 2**attempt) * (0.5 + random.random())
+            if time.monotonic() + pause > deadline:
+                raise
             log.info("commit conflict on %s (attempt %d), retrying in %.2fs", what, attempt, pause)
             time.sleep(pause)
-    raise AssertionError("unreachable")
+
+
+def storage_options(settings: Settings) -> dict[str, str] | None:
+    """The delta-rs (object_store) options for the settings' lake root, or None (a folder,
+    or HDFS, whose client reads the Hadoop configuration itself)."""
+    scheme = settings.lake.partition("://")[0]
+    if scheme == "s3":
+        options = {
+            "aws_region": settings.s3_region,
+            "aws_conditional_put": "etag",  # commits are put-if-absent: safe concurrent writers
+            "aws_endpoint_url": settings.s3_endpoint,
+            "aws_allow_http": "true" if (settings.s3_endpoint or "").startswith("http:") else None,
+            "aws_access_key_id": settings.s3_access_key_id,
+            "aws_secret_access_key": settings.s3_secret_access_key,
+            "aws_session_token": settings.s3_session_token,
+        }
+    elif scheme == "gs":
+        options = {"google_service_account": settings.gcs_credentials}
+    else:
+        return None
+    return {key: value for key, value in options.items() if value is not None}
 
 
 class Lake:
-    """The Delta tables under one root: a local folder or a ``gs://`` / ``s3://`` URI."""
+    """The Delta tables under one root: a local folder or a ``s3://``, ``gs://`` or ``hdfs://``
+    URI (see :meth:`of`)."""
 
     def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
         self.root = root.rstrip("/")
         self.storage_options = storage_options
+
+    @classmethod
+    def of(cls, settings: Settings) -> Lake:
+        """The lake of the settings, with the storage options of its root."""
+        return cls(settings.lake, storage_options(settings))
 
     def uri(self, name: str) -> str:
         return f"{self.root}/{name}"

@@ -175,8 +175,8 @@ class ReferenceCache:
     """The lake's reference snapshot, reloaded when a reference table gets a new Delta version
     (checked at most every ``refresh_seconds``): what long-running workers join against."""
 
-    def __init__(self, lake_root: str, refresh_seconds: float = 30) -> None:
-        self.lake = Lake(lake_root)
+    def __init__(self, lake: Lake, refresh_seconds: float = 30) -> None:
+        self.lake = lake
         self.refresh_seconds = refresh_seconds
         self.versions: tuple[int, ...] = ()
         self.checked = float("-inf")

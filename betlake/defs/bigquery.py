@@ -3,7 +3,7 @@
 A run over a partition range reads that range of ``site_window_stats`` from the lake and
 replaces exactly that range of the BigQuery table (see :func:`betlake.core.bigquery.mirror_range`).
 It talks to Google BigQuery with the usual credentials, or to the local emulator
-(``scripts/bigquery_emulator.sh``) when ``BETLAKE_BIGQUERY_ENDPOINT`` names it.
+(``betlake local start bigquery``) when ``BETLAKE_BIGQUERY_ENDPOINT`` names it.
 """
 
 from collections.abc import Iterator

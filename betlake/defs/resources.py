@@ -17,4 +17,4 @@ class BetlakeResource(dg.ConfigurableResource):
         return settings if self.lake_root is None else settings.with_lake(self.lake_root)
 
     def lake(self) -> Lake:
-        return Lake(self.settings().lake)
+        return Lake.of(self.settings())

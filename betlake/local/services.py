@@ -10,6 +10,9 @@ from typing import Protocol
 
 from betlake.core.config import Settings
 from betlake.local import broker
+from betlake.local.bigquery import BigQueryService
+from betlake.local.hdfs import HdfsService
+from betlake.local.s3 import S3Service
 
 
 class LocalService(Protocol):
@@ -55,4 +58,12 @@ class KafkaService:
         return {"BETLAKE_SOURCE": "kafka", "BETLAKE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
 
 
-SERVICES: dict[str, LocalService] = {service.name: service for service in (KafkaService(),)}
+SERVICES: dict[str, LocalService] = {
+    service.name: service
+    for service in (
+        KafkaService(),
+        S3Service(),
+        HdfsService(),
+        BigQueryService(),
+    )
+}

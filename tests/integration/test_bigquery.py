@@ -1,10 +1,8 @@
-"""The BigQuery mirror of gold on a real BigQuery emulator (started by the project's script)."""
+"""The BigQuery mirror of gold on a real BigQuery emulator (``betlake local start bigquery``)."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,23 +24,12 @@ from betlake.core.windowing import to_utc
 from betlake.defs.bigquery import bigquery_resource, site_window_stats_bigquery_asset
 from betlake.defs.gold import window_partitions
 from betlake.defs.resources import BetlakeResource
+from betlake.local import bigquery as local_bigquery
 from streaming.batch import reprocess
 from tests.integration.test_site_window_stats import EXPECTED, A, B, C, ingest_scenario
 
-PROJECT = Path(__file__).resolve().parents[2]
-SCRIPT = PROJECT / "scripts" / "bigquery_emulator.sh"
 TABLE = SITE_WINDOW_STATS.name
 site_window_stats_bigquery = site_window_stats_bigquery_asset(window_partitions(Settings()))
-
-
-def emulator(action: str, port: int, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BETLAKE_BIGQUERY_EMULATOR_HOME": str(home)}
-    done = subprocess.run(
-        ["bash", str(SCRIPT), action, str(port)],
-        env=env, capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, f"{action}: {done.stdout}{done.stderr}"
-    return done
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +39,12 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     home = tmp_path_factory.mktemp("bigquery")
-    emulator("start", port, home)
+    url = f"http://127.0.0.1:{port}"
+    local_bigquery.start(Settings.from_env({"BETLAKE_BIGQUERY_ENDPOINT": url}), home, timeout=900)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
-        emulator("stop", port, home)
+        local_bigquery.daemon(home).stop()
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def generate_process(settings: Settings, spec: TelemetrySpec, log: Path) -> subp
 
 
 def bronze_ids(settings: Settings) -> set[str]:
-    return set(Lake(settings.lake).scan(TELEMETRY_RAW, ["event_id"]).column("event_id").to_pylist())
+    return set(Lake.of(settings).scan(TELEMETRY_RAW, ["event_id"]).column("event_id").to_pylist())
 
 
 def test_stream_waits_out_a_broker_restart(

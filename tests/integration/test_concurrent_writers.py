@@ -38,7 +38,7 @@ def test_stream_and_reprocess_writers_on_the_same_windows(
     def stream_writer() -> None:
         try:
             start.wait()
-            lake, round_ = Lake(settings.lake), 0
+            lake, round_ = Lake.of(settings), 0
             while not reprocessed.is_set() or round_ < 3:  # before, during and after
                 lake.upsert(SITE_WINDOW_STATS, stream_panes(round_), update_when=NEWER_PANE)
                 round_ += 1

@@ -57,7 +57,7 @@ def test_reference_assets_load_and_pass_their_checks(env: Settings, instance) ->
         "positive_rates": True,
         "site_currencies_have_rates": True,
     }
-    lake = Lake(env.lake)
+    lake = Lake.of(env)
     assert sorted(lake.scan(BET_SITES).column("site_id").to_pylist()) == ["s-gb", "s-ie", "s-jp"]
 
 
@@ -77,7 +77,7 @@ def test_bad_reference_file_fails_loudly_and_keeps_the_last_good_table(
     assert not result.success
     failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
     assert failed == {"unique_site_id", "known_currencies", "positive_rates"}
-    assert Lake(env.lake).scan(BET_SITES).num_rows == 3  # the good table is still there
+    assert Lake.of(env).scan(BET_SITES).num_rows == 3  # the good table is still there
 
 
 def test_partition_range_run_replaces_exactly_its_range(

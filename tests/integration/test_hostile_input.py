@@ -59,7 +59,7 @@ def test_ingest_stores_valid_lines_and_rejects_hostile_ones(
     assert f"{len(lines) - rejected} events stored, 0 duplicates skipped, {rejected} rejected" in (
         done.stdout
     )
-    assert_stored(Lake(settings.lake), lines)
+    assert_stored(Lake.of(settings), lines)
 
 
 def test_stream_stores_valid_messages_and_rejects_hostile_ones(stream_settings: Settings) -> None:
@@ -73,4 +73,4 @@ def test_stream_stores_valid_messages_and_rejects_hostile_ones(stream_settings: 
     assert counters["messages_in"] == len(lines)
     assert counters["rejected"] == sum(1 for _, reason in lines if reason)
     assert counters["on_time_panes"] > 0
-    assert_stored(Lake(stream_settings.lake), lines)
+    assert_stored(Lake.of(stream_settings), lines)

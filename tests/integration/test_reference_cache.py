@@ -27,7 +27,7 @@ def rename_gb_site(settings, lake: Lake, name: str) -> None:
 
 
 def test_cache_reloads_when_a_reference_table_gets_a_new_version(settings, loaded_lake: Lake):
-    cache = ReferenceCache(settings.lake, refresh_seconds=0)
+    cache = ReferenceCache(Lake.of(settings), refresh_seconds=0)
     assert site_names(cache)["s-gb"] == "GB Site"
     first = cache.get()
     assert cache.get() is first  # no new version: the same snapshot, nothing re-read
@@ -38,7 +38,7 @@ def test_cache_reloads_when_a_reference_table_gets_a_new_version(settings, loade
 
 
 def test_cache_does_not_look_again_within_its_refresh_interval(settings, loaded_lake: Lake):
-    cache = ReferenceCache(settings.lake, refresh_seconds=3600)
+    cache = ReferenceCache(Lake.of(settings), refresh_seconds=3600)
     before = site_names(cache)
     rename_gb_site(settings, loaded_lake, "Other")
     assert site_names(cache) == before

@@ -60,7 +60,7 @@ def gold(lake: Lake) -> dict[tuple, dict]:
 def assert_converged(settings: Settings, lines: list[str]) -> None:
     """Bronze has each valid event once, rejected every bad line with its reason, gold equals a
     batch recomputation wherever no event came too late, and the topic's latest equals gold."""
-    lake = Lake(settings.lake)
+    lake = Lake.of(settings)
     ids, reasons = truth(lines)
     bronze = lake.scan(TELEMETRY_RAW, ["event_id", "arrived_late", "window_start"])
     stored = bronze.column("event_id").to_pylist()
@@ -130,9 +130,9 @@ def test_restart_loses_nothing_and_doubles_nothing(stream_settings: Settings, st
     )
     job = start_job(stream_settings)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not gold(Lake(stream_settings.lake)):
+    while time.monotonic() < deadline and not gold(Lake.of(stream_settings)):
         time.sleep(1)
-    assert gold(Lake(stream_settings.lake)), "the stream published nothing"
+    assert gold(Lake.of(stream_settings)), "the stream published nothing"
     stopped_at = time.monotonic()
     os.killpg(job.pid, stop)  # as Ctrl-C or a service manager does: the whole process group
     output, _ = job.communicate(timeout=60)
@@ -157,7 +157,7 @@ def test_reprocess_publishes_corrections_for_changed_windows(
 ) -> None:
     from betlake.core.ingest import ingest_files
 
-    lake = Lake(stream_settings.lake)
+    lake = Lake.of(stream_settings)
     first = tmp_path / "first.jsonl"
     lines = [line for _, line in generate_telemetry(
         TelemetrySpec(count=3000, start=START, span=timedelta(hours=1), seed=6),

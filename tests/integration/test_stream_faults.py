@@ -78,7 +78,7 @@ def test_every_event_counted_or_flagged(fault: str, kafka_bootstrap: str, tmp_pa
     accounting = account(settings, sent, kills)
     print(f"{fault}: {accounting.figures}")
     problems += accounting.problems
-    assert Lake(settings.lake).open("site_window_stats") is not None, "the stream wrote no gold"
+    assert Lake.of(settings).open("site_window_stats") is not None, "the stream wrote no gold"
     assert not problems, f"{fault}: {len(problems)} problems:\n" + "\n".join(problems)
 
 

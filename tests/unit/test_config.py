@@ -106,6 +106,21 @@ def test_reads_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -
         ("BETLAKE_BIGQUERY_DATASET", "gold", "bigquery_dataset", "gold"),
         ("BETLAKE_BACKFILL_CRON", "15 2 * * *", "backfill_cron", "15 2 * * *"),
         ("BETLAKE_REFERENCE_CRON", "0 6 * * 1", "reference_cron", "0 6 * * 1"),
+        ("BETLAKE_LAKE", "hdfs://127.0.0.1:9820/lake", "lake", "hdfs://127.0.0.1:9820/lake"),
+        ("BETLAKE_S3_ENDPOINT", "http://127.0.0.1:9000", "s3_endpoint", "http://127.0.0.1:9000"),
+        ("AWS_ENDPOINT_URL", "https://s3.example", "s3_endpoint", "https://s3.example"),
+        ("AWS_ENDPOINT_URL_S3", "https://s3.example", "s3_endpoint", "https://s3.example"),
+        ("BETLAKE_S3_REGION", "eu-west-1", "s3_region", "eu-west-1"),
+        ("AWS_REGION", "eu-west-2", "s3_region", "eu-west-2"),
+        ("AWS_DEFAULT_REGION", "eu-west-3", "s3_region", "eu-west-3"),
+        ("BETLAKE_S3_ACCESS_KEY_ID", "AKID", "s3_access_key_id", "AKID"),
+        ("AWS_ACCESS_KEY_ID", "AKID", "s3_access_key_id", "AKID"),
+        ("BETLAKE_S3_SECRET_ACCESS_KEY", "sk", "s3_secret_access_key", "sk"),
+        ("AWS_SECRET_ACCESS_KEY", "sk", "s3_secret_access_key", "sk"),
+        ("BETLAKE_S3_SESSION_TOKEN", "tok", "s3_session_token", "tok"),
+        ("AWS_SESSION_TOKEN", "tok", "s3_session_token", "tok"),
+        ("BETLAKE_GCS_CREDENTIALS", "/k.json", "gcs_credentials", "/k.json"),
+        ("GOOGLE_APPLICATION_CREDENTIALS", "/k.json", "gcs_credentials", "/k.json"),
     ],
 )
 def test_each_variable_read(name: str, value: str, attribute: str, expected: object) -> None:
@@ -152,6 +167,9 @@ def test_relative_lake_is_made_absolute(tmp_path: Path) -> None:
         ("BETLAKE_RUNNER", "spark"),
         ("BETLAKE_RUNNER", ""),
         ("BETLAKE_PIPELINE_ARGS", "--job_name='unclosed"),
+        ("BETLAKE_LAKE", "ftp://host/lake"),
+        ("BETLAKE_LAKE", "s3a://bucket/lake"),
+        ("BETLAKE_S3_ENDPOINT", "127.0.0.1:9000"),
     ],
 )
 def test_bad_value_raises_config_error(name: str, value: str) -> None:
@@ -198,3 +216,13 @@ def test_config_error_is_a_betlake_error() -> None:
 )
 def test_kafka_options_pass_through(env: dict[str, str], expected: dict[str, str]) -> None:
     assert dict(Settings.from_env(env).kafka_options) == expected
+
+
+def test_betlake_settings_win_over_the_standard_variables() -> None:
+    settings = Settings.from_env(
+        {"BETLAKE_S3_REGION": "eu-west-1", "AWS_REGION": "us-west-2",
+         "BETLAKE_S3_ACCESS_KEY_ID": "mine", "AWS_ACCESS_KEY_ID": "theirs",
+         "BETLAKE_GCS_CREDENTIALS": "/mine.json", "GOOGLE_APPLICATION_CREDENTIALS": "/x.json"}
+    )  # fmt: skip
+    assert (settings.s3_region, settings.s3_access_key_id) == ("eu-west-1", "mine")
+    assert settings.gcs_credentials == "/mine.json"

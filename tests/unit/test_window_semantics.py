@@ -107,7 +107,7 @@ def run(settings: Settings, stream: BeamTestStream) -> list[dict]:
         _ = (
             pipeline
             | stream
-            | SiteWindowStats(settings.lake, RULES, batch=False)
+            | SiteWindowStats(Lake.of(settings), RULES, batch=False)
             | beam.ParDo(_Collect(run_id))
         )
     rows = _ROWS.pop(run_id, [])
