@@ -32,7 +32,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from betlake.core.config import Settings
-from betlake.core.contract import TELEMETRY_RAW, TELEMETRY_REJECTED, RawBatch
+from betlake.core.contract import TELEMETRY_RAW, TELEMETRY_REJECTED, TIMESTAMP, RawBatch
 from betlake.core.lake import Lake
 from betlake.core.transport import Delivery
 from betlake.core.windowing import US, Windowing, epoch_us
@@ -63,12 +63,26 @@ def open_client(settings: Settings):
     return PubSubReader(settings)
 
 
-def bronze_of_shard(settings: Settings, shard: int) -> pa.Table:
-    """Bronze's rows of the last :data:`RESTORE_DAYS` event dates that came from this source's
-    ``shard`` (the shard is kept in ``kafka_partition``)."""
-    today = datetime.now(UTC).date()
-    dates = pa.array([today - timedelta(days=d) for d in range(-1, RESTORE_DAYS)], pa.date32())
-    rows = Lake(settings.lake).scan(TELEMETRY_RAW, where=ds.field("event_date").isin(dates))
+def bronze_of_shard(
+    settings: Settings,
+    shard: int,
+    columns: list[str] | None = None,
+    since_us: int | None = None,
+) -> pa.Table:
+    """Bronze's rows that came from this source's ``shard`` (kept in ``kafka_partition``), of
+    the windows starting at ``since_us`` or later, else of the last :data:`RESTORE_DAYS` event
+    dates."""
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    first = tomorrow - timedelta(days=RESTORE_DAYS)
+    if since_us is not None:
+        first = min(tomorrow, Timestamp(micros=since_us).to_utc_datetime().date())
+    dates = pa.array([first + timedelta(days=d) for d in range((tomorrow - first).days + 1)],
+                     pa.date32())  # fmt: skip
+    where = ds.field("event_date").isin(dates)
+    if since_us is not None:
+        where &= ds.field("window_start") >= pa.scalar(since_us, TIMESTAMP)
+    wanted = None if columns is None else [*columns, "source", "kafka_partition"]
+    rows = Lake(settings.lake).scan(TELEMETRY_RAW, wanted, where)
     mine = pc.and_(
         pc.equal(rows.column("source"), settings.source),
         pc.equal(rows.column("kafka_partition"), shard),
@@ -94,7 +108,8 @@ class ReadShardsFn(ReadPartitionsFn):
         return OffsetRange(0, END_OF_PARTITION)
 
     def initial_estimator_state(self, shard: int, restriction: OffsetRange):
-        watermark = restart_watermark(self.settings, bronze_of_shard(self.settings, shard))
+        rows = bronze_of_shard(self.settings, shard, ["event_time"])
+        watermark = restart_watermark(self.settings, rows)
         return None if watermark is None else Timestamp(micros=watermark)
 
     def setup(self) -> None:
@@ -186,8 +201,10 @@ class ReadShardsFn(ReadPartitionsFn):
         their pane comes LATE, with every on-time event bronze has."""
         if before is None:
             return None
-        rows = bronze_of_shard(self.settings, shard)
         windowing = self.windowing
+        # every window whose commit_after_us is past the watermark starts after this
+        since = before.micros - (2 * windowing.window_us + windowing.allowed_lateness_seconds * US)
+        rows = bronze_of_shard(self.settings, shard, since_us=since)
         clock.max_event_us = before.micros + self.settings.max_out_of_orderness_seconds * US
         starts = pc.cast(rows.column("window_start"), pa.int64()).to_numpy()
         still_open = (windowing.commit_after_us(starts) > before.micros) & ~np.asarray(

@@ -108,7 +108,8 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
         stop.wait()
         if not PipelineState.is_terminal(result.state):
             log.info(
-                "stopping: committed offsets stand; open windows are re-read at the next start"
+                "stopping: what is acknowledged stands; open windows are %s at the next start",
+                "re-read" if source.commits_after_panes else "rebuilt from bronze",
             )
             _quiet_shutdown()
             result.cancel()
