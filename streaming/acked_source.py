@@ -50,6 +50,7 @@ from streaming.sinks import StoreTelemetryFn
 
 log = logging.getLogger("betlake.stream")
 RESTORE_DAYS = 2  # bronze's event dates a restart looks at (today and the days before it)
+DEADLINE_MARGIN_SECONDS = 5  # a drain without a known backlog waits the ack deadline and this
 
 
 def open_client(settings: Settings):
@@ -167,7 +168,7 @@ class ReadShardsFn(ReadPartitionsFn):
             backlog = self._client.backlog(shard)
             if backlog and clock.idle_for(now) >= settings.idle_timeout_seconds:
                 clock.observe(None, now, clock.ceiling_us)  # messages wait: not idle, just slow
-            elif not backlog and self._drained(now, clock):
+            elif not backlog and self._drained(now, clock, backlog is not None):
                 log.info("shard %d: nothing unacked, the source is quiet: drained", shard)
                 beam.metrics.Metrics.counter(PARTITION_METRICS, f"drained_{shard}").inc()
                 tracker.try_claim(END_OF_PARTITION)
@@ -178,18 +179,24 @@ class ReadShardsFn(ReadPartitionsFn):
             self._ledger.advance(shard, watermark)
         tracker.defer_remainder(Duration(seconds=0 if deliveries else self.poll_seconds))
 
-    def _drained(self, now: float, clock: PartitionWatermark) -> bool:
+    def _drained(self, now: float, clock: PartitionWatermark, backlog_known: bool) -> bool:
         """Whether the shard may end a drained run: nothing reached this reader, nor (where
-        the transport tells) the whole stream, for ``drain_when_idle`` seconds."""
+        the transport tells) the whole stream, for ``drain_when_idle`` seconds. Where the
+        backlog is not known (Pub/Sub; NATS not answering), for at least the ack deadline too:
+        a message handed out but never received (a pull whose answer was lost, a killed job's
+        pull) comes back only then."""
         if self.drain_when_idle is None:
             return False
+        needed = self.drain_when_idle
+        if not backlog_known:
+            needed = max(needed, self.settings.ack_deadline_seconds + DEADLINE_MARGIN_SECONDS)
         if now - self._polled >= 1:
             self._polled = now
             last = self._client.last_sequence()
             if last is not None and last != self._last_sequence:
                 self._last_sequence, self._moved = last, now
         quiet = min(clock.idle_for(now), now - self._moved)
-        return quiet >= self.drain_when_idle
+        return quiet >= needed
 
     def _restore(
         self, shard: int, before: Timestamp | None, clock: PartitionWatermark

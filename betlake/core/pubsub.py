@@ -25,6 +25,8 @@ from betlake.core.transport import Delivery
 PUBLISH_WINDOW = 500  # publishes in flight at once
 ACK_CHUNK = 1000  # ack ids per acknowledge request (a request is limited to 512 KiB)
 MAX_PULL = 1000  # messages a pull may ask for
+READ_SECONDS = 1.0  # how long one read keeps pulling while messages come
+PULL_SECONDS = 10.0  # a pull's deadline (an unanswered pull's messages wait the ack deadline)
 
 
 class PubSubError(BetlakeError):
@@ -124,12 +126,24 @@ class PubSubReader:
         self.read = 0
 
     def fetch(self, shard: int, batch: int, timeout: float) -> list[Delivery]:
-        """Up to ``batch`` messages not acked yet (waits up to ``timeout`` s for the first)."""
+        """Up to ``batch`` messages not acked yet (waits up to ``timeout`` s for the first):
+        pulls as long as they bring messages, for up to :data:`READ_SECONDS`, so that one
+        read (one bronze write) is not one pull's worth (the emulator gives 100 at most)."""
+        deliveries: list[Delivery] = []
+        began = time.monotonic()
+        while len(deliveries) < batch and time.monotonic() - began < READ_SECONDS:
+            pulled = self._pull(min(batch - len(deliveries), MAX_PULL), timeout)
+            if not pulled:
+                break
+            deliveries += pulled
+        return deliveries
+
+    def _pull(self, count: int, timeout: float) -> list[Delivery]:
         try:
             response = self.client.pull(
                 subscription=self.subscription,
-                max_messages=min(batch, MAX_PULL),
-                timeout=max(timeout, 1.0),
+                max_messages=count,
+                timeout=max(timeout, PULL_SECONDS),
             )
         except (google.DeadlineExceeded, google.ServiceUnavailable, google.RetryError):
             return []
