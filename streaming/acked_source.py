@@ -18,6 +18,7 @@ whole again before new messages count.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -53,15 +54,32 @@ RESTORE_DAYS = 2  # bronze's event dates a restart looks at (today and the days 
 DEADLINE_MARGIN_SECONDS = 5  # a drain without a known backlog waits the ack deadline and this
 
 
-def open_client(settings: Settings):
-    """A client that fetches, acknowledges and tells the backlog of the configured source."""
-    if settings.source == "nats":
-        from betlake.core.nats import NatsClient
+_clients: dict[tuple[str, ...], object] = {}
+_clients_lock = threading.Lock()
 
-        return NatsClient(settings)
-    from betlake.core.pubsub import PubSubReader
 
-    return PubSubReader(settings)
+def shared_client(settings: Settings):
+    """The worker's one client of the configured source (fetch, acknowledge, backlog).
+
+    One per process, whichever DoFn instance runs a shard's reads: a NATS pull hands its
+    messages to the connection that asked, and those that come after a fetch returned wait in
+    that connection's queue for its next fetch; a reader on another connection would leave
+    them there until the ack wait sends them again, late."""
+    key = (settings.source, settings.nats_url, settings.pubsub_emulator_host or "",
+           settings.pubsub_project, settings.telemetry_topic)  # fmt: skip
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            if settings.source == "nats":
+                from betlake.core.nats import NatsClient
+
+                client = NatsClient(settings)
+            else:
+                from betlake.core.pubsub import PubSubReader
+
+                client = PubSubReader(settings)
+            _clients[key] = client
+    return client
 
 
 def bronze_of_shard(
@@ -114,7 +132,7 @@ class ReadShardsFn(ReadPartitionsFn):
         return None if watermark is None else Timestamp(micros=watermark)
 
     def setup(self) -> None:
-        self._client = open_client(self.settings)
+        self._client = shared_client(self.settings)
         self._clocks: dict[int, PartitionWatermark] = {}
         self._read: dict[int, int] = {}
         self._ledger: EventLedger = self.ledger_handle.acquire(self._new_ledger)
@@ -122,7 +140,7 @@ class ReadShardsFn(ReadPartitionsFn):
         self._moved = self._polled = time.monotonic()
 
     def teardown(self) -> None:
-        self._client.close()
+        pass  # the shared client lives as long as the worker
 
     def _raw_batch(self, shard: int, deliveries: list[Delivery]) -> tuple[RawBatch, list[int]]:
         start = self._read.get(shard, 0)
@@ -246,10 +264,7 @@ class StoreThenAcknowledgeFn(StoreTelemetryFn):
 
     def setup(self) -> None:
         super().setup()
-        self.client = open_client(self.settings)
-
-    def teardown(self) -> None:
-        self.client.close()
+        self.client = shared_client(self.settings)
 
     def process(self, read: PartitionRead, timestamp=beam.DoFn.TimestampParam):
         yield from super().process(read, timestamp)
