@@ -8,4 +8,12 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet --editable ".[dev]"
 bash scripts/install_prism.sh >/dev/null  # the Beam runner of the stream, built from Go modules
+# NATS JetStream (BETLAKE_SOURCE=nats, betlake local start nats): Debian's nats-server
+if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+  if [ "$(id -u)" = 0 ]; then
+    { apt-get install -y -qq nats-server || { apt-get update -qq && apt-get install -y -qq nats-server; }; } >/dev/null
+  else
+    echo "note: nats-server is missing (apt-get install nats-server); the NATS source needs it" >&2
+  fi
+fi
 echo "betlake installed in $(pwd)/.venv"

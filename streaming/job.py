@@ -1,5 +1,6 @@
-"""The streaming job: Kafka -> validated, stored -> SiteWindowStats -> gold and the stats topic,
-with the stream group's offsets committed once the windows they fed are final."""
+"""The streaming job: the source (Kafka, NATS or Pub/Sub) -> validated, stored ->
+SiteWindowStats -> gold and the stats topic; Kafka's offsets committed once the windows they fed
+are final, NATS and Pub/Sub messages acknowledged once bronze holds them."""
 
 from __future__ import annotations
 
@@ -11,19 +12,15 @@ import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
 from betlake.core.config import BetlakeError, Settings
-from betlake.core.kafka import (
-    committed_offsets,
-    end_offsets,
-    ensure_topic,
-    partitions_of,
-    stream_consumer,
-)
+from betlake.core.kafka import end_offsets, ensure_topic, stream_consumer
 from betlake.core.lake import Lake
 from betlake.core.reference import Reference
+from betlake.core.transport import describe_source
 from betlake.core.windowing import Windowing
-from streaming.kafka_source import PARTITION_METRICS, ReadTelemetry
+from streaming.kafka_source import PARTITION_METRICS
 from streaming.runners import counters, stream_options
 from streaming.sinks import STOPPING, CommitOffsetsFn, PublishPanesFn, StoreTelemetryFn
+from streaming.sources import StreamSource, stream_source
 from streaming.windows import SiteWindowStats
 
 log = logging.getLogger("betlake.stream")
@@ -39,17 +36,21 @@ COUNTERS = (
 
 
 def build_stream(
-    pipeline: beam.Pipeline, settings: Settings, partitions: list[int], **read_options: object
+    pipeline: beam.Pipeline,
+    settings: Settings,
+    partitions: list[int],
+    source: StreamSource | None = None,
+    **read_options: object,
 ) -> None:
-    """Add the streaming job's transforms to ``pipeline``."""
+    """Add the streaming job's transforms to ``pipeline`` (reading ``source``, by default the
+    configured one)."""
     Reference.from_lake(Lake.of(settings))  # fails clearly if it is not loaded yet
+    source = source or stream_source(settings)
     stored = (
         pipeline
-        | "ReadTelemetry" >> ReadTelemetry(settings, partitions, **read_options)
+        | "ReadTelemetry" >> source.read(partitions, **read_options)
         | "StoreTelemetry"
-        >> beam.ParDo(StoreTelemetryFn(settings)).with_outputs(
-            StoreTelemetryFn.PROGRESS, main="events"
-        )
+        >> beam.ParDo(source.store()).with_outputs(StoreTelemetryFn.PROGRESS, main="events")
     )
     # PublishPanesFn emits nothing: its output PCollection exists for its watermark, which
     # stays behind every pane not yet in gold and on the topic. Flattened with the progress of
@@ -61,6 +62,8 @@ def build_stream(
         | "PublishPanes" >> beam.ParDo(PublishPanesFn(settings))
         | "AfterPanes" >> beam.WindowInto(beam.window.GlobalWindows())
     )
+    if not source.commits_after_panes:
+        return  # acknowledged once stored
     _ = (
         (stored[StoreTelemetryFn.PROGRESS], panes_published)
         | "HoldCommitsUntilPublished" >> beam.Flatten()
@@ -73,13 +76,9 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
     """Run the job until SIGINT/SIGTERM (or, with ``drain_when_idle``, until the topic has been
     quiet that long, every partition is read to its end and every window has fired); returns
     its counters. A stop by signal cancels the pipeline first and the runner after it."""
-    ensure_topic(settings, settings.telemetry_topic)
+    source = stream_source(settings)
+    partitions = source.prepare()
     ensure_topic(settings, settings.stats_topic, compacted=True)
-    partitions = partitions_of(settings, settings.telemetry_topic)
-    starts = {
-        p: c.offset
-        for p, c in committed_offsets(settings, settings.telemetry_topic, partitions).items()
-    }
     stop, asked = threading.Event(), threading.Event()
     STOPPING.clear()
 
@@ -93,9 +92,8 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
     failure: list[BaseException] = []
     with stream_options(settings) as options:
         pipeline = beam.Pipeline(options=options)
-        build_stream(pipeline, settings, partitions, drain_when_idle=drain_when_idle)
-        log.info("reading %s (%d partitions) from %s", settings.telemetry_topic,
-                 len(partitions), settings.kafka_bootstrap)  # fmt: skip
+        build_stream(pipeline, settings, partitions, source, drain_when_idle=drain_when_idle)
+        log.info("reading %s (%d partitions)", describe_source(settings), len(partitions))
         result = pipeline.run()
 
         def wait() -> None:
@@ -111,7 +109,8 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
         stop.wait()
         if not PipelineState.is_terminal(result.state):
             log.info(
-                "stopping: committed offsets stand; open windows are re-read at the next start"
+                "stopping: what is acknowledged stands; open windows are %s at the next start",
+                "re-read" if source.commits_after_panes else "rebuilt from bronze",
             )
             _quiet_shutdown()
             result.cancel()
@@ -120,7 +119,7 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
             raise failure[0]
         totals, positions = counters(result), counters(result, PARTITION_METRICS)
     if drain_when_idle is not None and not asked.is_set():
-        check_drained(settings, starts, positions)
+        source.check_drained(positions)
     return {name: totals.get(name, 0) for name in COUNTERS}
 
 

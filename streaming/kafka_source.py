@@ -59,6 +59,7 @@ class PartitionRead:
     too_late: int  # of which flagged arrived_late
     watermark_us: int | None
     ceiling_us: int | None  # the watermark may not pass this yet (see Windowing.watermark_ceiling)
+    acks: tuple[str, ...] = ()  # what acknowledges the read's messages (NATS, Pub/Sub)
 
 
 class TopicEnds:
@@ -279,7 +280,8 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             and self._ends.quiet_for(now) >= self.drain_when_idle
         )
 
-    def _validate(self, partition: int, messages: list, before: Timestamp | None) -> _Decided:
+    def _raw_batch(self, partition: int, messages: list) -> tuple[RawBatch, list[int]]:
+        """The messages as a contract batch, and their positions (offsets)."""
         topic = self.settings.telemetry_topic
         offsets = [m.offset() for m in messages]
         batch = RawBatch(
@@ -290,6 +292,10 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             kafka_partitions=[partition] * len(messages),
             kafka_offsets=offsets,
         )
+        return batch, offsets
+
+    def _validate(self, partition: int, messages: list, before: Timestamp | None) -> _Decided:
+        batch, offsets = self._raw_batch(partition, messages)
         settings = self.settings
         validated = validate(
             batch,

@@ -1,7 +1,8 @@
 """Fault-injection helpers shared by the stream fault tests and ``benchmarks/fault_campaign.py``:
 the job as a subprocess (its own process group), a paced producer that logs what it sent by
-category, and an accounting of the lake and the stats topic against an independent truth (the
-producer's log, and a DuckDB query over bronze's on-time rows)."""
+category (to Kafka, NATS JetStream or Pub/Sub, whichever the settings' source is), and an
+accounting of the lake and the stats topic against an independent truth (the producer's log, and
+a DuckDB query over bronze's on-time rows)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from confluent_kafka import Producer
 
@@ -39,6 +40,7 @@ from betlake.core.kafka import (
 from betlake.core.lake import Lake
 from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
 from betlake.core.windowing import epoch_us
+from streaming.sources import stream_source
 from tests.kafka_topics import read_latest
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -74,11 +76,16 @@ def fault_settings(lake: str, bootstrap: str, name: str, **env: str) -> Settings
 
 
 def prepare(settings: Settings) -> None:
-    """Load the settings' reference CSV files into the lake and create the telemetry topic."""
+    """Load the settings' reference CSV files into the lake and create the telemetry topic
+    (its stream, its subscription) on the settings' source."""
     lake = Lake.of(settings)
     for spec in REFERENCE_TABLES:
         lake.overwrite(spec, read_reference_csv(spec, settings.reference, datetime.now(UTC)))
-    ensure_topic(settings, settings.telemetry_topic, partitions=PARTITIONS)
+    if settings.source == "kafka":
+        ensure_topic(settings, settings.telemetry_topic, partitions=PARTITIONS)
+    else:
+        assert settings.source_shards == PARTITIONS, "the producer keys players to 4 shards"
+        stream_source(settings).prepare()
 
 
 def stream_env(settings: Settings) -> dict[str, str]:
@@ -95,6 +102,16 @@ def stream_env(settings: Settings) -> dict[str, str]:
         "BETLAKE_MAX_OUT_OF_ORDERNESS_SECONDS": str(settings.max_out_of_orderness_seconds),
         "BETLAKE_IDLE_TIMEOUT_SECONDS": str(settings.idle_timeout_seconds),
         "BETLAKE_MAX_CLOCK_SKEW_SECONDS": str(settings.max_clock_skew_seconds),
+        "BETLAKE_SOURCE": settings.source,
+        "BETLAKE_SOURCE_SHARDS": str(settings.source_shards),
+        "BETLAKE_ACK_DEADLINE_SECONDS": str(settings.ack_deadline_seconds),
+        "BETLAKE_NATS_URL": settings.nats_url,
+        "BETLAKE_PUBSUB_PROJECT": settings.pubsub_project,
+        **(
+            {"PUBSUB_EMULATOR_HOST": settings.pubsub_emulator_host}
+            if settings.pubsub_emulator_host
+            else {}
+        ),
     }
 
 
@@ -212,7 +229,9 @@ class Sent:
     event: dict | None = None
     planned: float = 0.0  # seconds after the producer's start
     sent_at: float = 0.0  # wall clock (time.time())
-    offset: int | None = None
+    offset: int | None = None  # Kafka: its offset; NATS: its stream sequence (0: a duplicate)
+    origin: str | None = None  # where bronze says it came from (None: dropped as a duplicate)
+    delivered: bool = False
 
 
 _TIME_FORMATS = (0.6, 0.8)
@@ -235,6 +254,108 @@ _MALFORMED = (  # (how the message is spoiled, the reason the contract gives it)
 def partition_of(key: str, partitions: int = PARTITIONS) -> int:
     """The partition of a player's messages (every message of a key goes to one partition)."""
     return zlib.crc32(key.encode()) % partitions
+
+
+class Sender(Protocol):
+    """Sends the paced producer's messages to one transport, noting where each landed."""
+
+    def send(self, sent: Sent) -> None: ...
+    def wait(self, seconds: float) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class KafkaSender:
+    """A plain idempotent producer (betlake's reports failures only; this log needs offsets),
+    each message to its key's partition."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.telemetry_topic
+        self.out = Producer(client_config(settings, acks="all", **{"enable.idempotence": True}))
+
+    def send(self, sent: Sent) -> None:
+        def delivered(error, message, sent: Sent = sent) -> None:
+            if error is None:
+                sent.offset, sent.delivered = message.offset(), True
+                sent.origin = f"kafka:{self.topic}:{message.partition()}:{message.offset()}"
+
+        self.out.produce(self.topic, sent.line.encode(), sent.key.encode(),
+                         partition=sent.partition, on_delivery=delivered)  # fmt: skip
+        self.out.poll(0)
+
+    def wait(self, seconds: float) -> None:
+        self.out.poll(0)
+        time.sleep(seconds)
+
+    def flush(self) -> None:
+        if self.out.flush(60):
+            raise RuntimeError(f"{len(self.out)} messages were not delivered to {self.topic}")
+
+    def close(self) -> None:
+        pass
+
+
+class NatsSender:
+    """JetStream publishes, each to its key's shard, Nats-Msg-Id = event_id (a duplicate sent
+    within two minutes is dropped by the server: no sequence, no origin)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from betlake.core.nats import NatsClient, stream_name
+
+        self.client, self.stream = NatsClient(settings), stream_name(settings)
+
+    def send(self, sent: Sent) -> None:
+        for _, sequence, _ in self.client.publish([(sent.key, sent.line.encode())]):
+            sent.offset, sent.delivered = sequence, True
+            sent.origin = f"nats:{self.stream}:{sequence}" if sequence else None
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class PubSubSender:
+    """Pub/Sub publishes (no partitions, no order: the key is an attribute)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from betlake.core.pubsub import publisher, topic_path
+
+        self.topic, self.name = topic_path(settings), settings.telemetry_topic
+        self.client = publisher(settings)
+        self.pending: list[tuple[Sent, object]] = []
+
+    def send(self, sent: Sent) -> None:
+        self.pending.append((sent, self.client.publish(self.topic, sent.line.encode(),
+                                                       key=sent.key)))  # fmt: skip
+
+    def wait(self, seconds: float) -> None:
+        self._settle(block=False)
+        time.sleep(seconds)
+
+    def _settle(self, block: bool) -> None:
+        left = []
+        for sent, future in self.pending:
+            if block or future.done():
+                sent.origin, sent.delivered = f"pubsub:{self.name}:{future.result(60)}", True
+            else:
+                left.append((sent, future))
+        self.pending = left
+
+    def flush(self) -> None:
+        self._settle(block=True)
+
+    def close(self) -> None:
+        self.client.stop()
+
+
+SENDERS: dict[str, type[Sender]] = {
+    "kafka": KafkaSender, "nats": NatsSender, "pubsub": PubSubSender,
+}  # fmt: skip
 
 
 class PacedProducer(threading.Thread):
@@ -368,30 +489,22 @@ class PacedProducer(threading.Thread):
             self.error = error
 
     def _send(self) -> None:
-        # a plain idempotent producer: betlake's reports failures only, this log needs offsets
-        out = Producer(client_config(self.settings, acks="all", **{"enable.idempotence": True}))
-        topic = self.settings.telemetry_topic
+        out = SENDERS[self.settings.source](self.settings)
         plan = self.plan()
         self.started_at = began = time.time()
         self.sending.set()
-        for planned, category in plan:
-            ahead = began + planned - time.time()
-            if ahead > 0:
-                out.poll(0)
-                time.sleep(ahead)
-            sent = self._message(category)
-            sent.planned, sent.sent_at = planned, time.time()
-            self.sent.append(sent)
-
-            def delivered(error, message, sent: Sent = sent) -> None:
-                if error is None:
-                    sent.offset = message.offset()
-
-            out.produce(topic, sent.line.encode(), sent.key.encode(),
-                        partition=sent.partition, on_delivery=delivered)  # fmt: skip
-            out.poll(0)
-        if out.flush(60):
-            raise RuntimeError(f"{len(out)} messages were not delivered to {topic}")
+        try:
+            for planned, category in plan:
+                ahead = began + planned - time.time()
+                if ahead > 0:
+                    out.wait(ahead)
+                sent = self._message(category)
+                sent.planned, sent.sent_at = planned, time.time()
+                self.sent.append(sent)
+                out.send(sent)
+            out.flush()
+        finally:
+            out.close()
         self.finished_at = time.time()
 
     def wait_until(self, seconds: float) -> float:
@@ -408,7 +521,7 @@ class PacedProducer(threading.Thread):
             raise RuntimeError("the producer did not finish in time")
         if self.error is not None:
             raise self.error
-        undelivered = [s for s in self.sent if s.offset is None]
+        undelivered = [s for s in self.sent if not s.delivered]
         if undelivered:
             raise RuntimeError(f"{len(undelivered)} messages have no delivery report")
         return self.sent
@@ -503,7 +616,27 @@ def _describe(sent: Sent, kills: list[float]) -> str:
 
 
 def check_read_everything(settings: Settings, sent: list[Sent]) -> list[str]:
-    """Per partition, whether the stream group's committed offset is the partition's end."""
+    """Kafka: per partition, whether the stream group's committed offset is the partition's
+    end; NATS: whether every shard's consumer has acked everything; Pub/Sub: whether a pull
+    finds nothing unacked (messages out for redelivery do not show)."""
+    if settings.source == "nats":
+        from betlake.core.nats import NatsClient
+
+        client = NatsClient(settings)
+        try:
+            backlog = {s: client.backlog(s) for s in range(settings.source_shards)}
+        finally:
+            client.close()
+        return [f"shard {s}: {n} messages not acked" for s, n in backlog.items() if n != 0]
+    if settings.source == "pubsub":
+        from betlake.core.pubsub import PubSubReader
+
+        reader = PubSubReader(settings)
+        try:
+            left = reader.fetch(0, 100, 2)
+        finally:
+            reader.close()
+        return [f"{len(left)} messages still unacked, e.g. {left[0].origin}"] if left else []
     topic = settings.telemetry_topic
     partitions = partitions_of(settings, topic)
     committed = {p: c.offset for p, c in committed_offsets(settings, topic, partitions).items()}
@@ -565,16 +698,16 @@ def account(settings: Settings, sent: list[Sent], kills: list[float] = ()) -> Ac
             wrong.append(f"{r['event_id']}: stored {got}, sent {expected}")
     result.add("bronze events whose fields differ from what was sent", wrong)
 
-    malformed = {(s.partition, s.offset): s for s in sent if s.category == MALFORMED}
-    rejected = lake.scan(TELEMETRY_REJECTED, ["kafka_partition", "kafka_offset", "reason"])
-    reasons = {(r["kafka_partition"], r["kafka_offset"]): r["reason"] for r in rejected.to_pylist()}
+    malformed = {s.origin: s for s in sent if s.category == MALFORMED}
+    rejected = lake.scan(TELEMETRY_REJECTED, ["origin", "reason"])
+    reasons = {r["origin"]: r["reason"] for r in rejected.to_pylist()}
     result.figures["malformed messages sent"] = len(malformed)
     result.add(
         "malformed messages not in telemetry_rejected",
         [_describe(s, kills) for k, s in malformed.items() if k not in reasons],
     )
     result.add("rejections with the wrong reason or of valid messages",
-               [f"p{k[0]}@{k[1]}: {reason} (expected "
+               [f"{k}: {reason} (expected "
                 f"{malformed[k].reason if k in malformed else 'no rejection'})"
                 for k, reason in reasons.items()
                 if k not in malformed or malformed[k].reason != reason])  # fmt: skip

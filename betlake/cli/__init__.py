@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -113,13 +114,15 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
     messages = generate_telemetry(spec, settings.reference)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"generating to {args.to}", total=spec.count)
-        if str(args.to) == "kafka":
-            from betlake.core.kafka import ensure_topic, produce
+        if str(args.to) in ("kafka", "source"):
+            from betlake.core.transport import describe_source, produce_to_source
 
-            ensure_topic(settings, settings.telemetry_topic)
-            for sent in produce(settings, settings.telemetry_topic, messages, args.rate):
+            if str(args.to) == "kafka":
+                settings = replace(settings, source="kafka")
+            encoded = ((key, line.encode()) for key, line in messages)
+            for sent in produce_to_source(settings, encoded, args.rate):
                 progress.update(task, completed=min(sent, spec.count))
-            where = f"topic {settings.telemetry_topic} on {settings.kafka_bootstrap}"
+            where = describe_source(settings)
         else:
             args.to.parent.mkdir(parents=True, exist_ok=True)
             with args.to.open("w") as out:
@@ -129,6 +132,25 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
                         progress.update(task, completed=min(sent, spec.count))
             where = str(args.to)
     console.print(f"sent {spec.count} events, plus duplicates and malformed ones, to {where}")
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> None:
+    from betlake.core.transport import describe_source, key_of, produce_to_source
+
+    def lines():
+        with args.file.open("rb") as source:
+            for line in source:
+                payload = line.removesuffix(b"\n")
+                yield key_of(payload), payload
+
+    if not args.file.is_file():
+        raise BetlakeError(f"no such file: {args.file}")
+    sent = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"producing {args.file}", total=None)
+        for sent in produce_to_source(settings, lines(), args.rate):
+            progress.update(task, completed=sent)
+    console.print(f"sent {sent} lines of {args.file} to {describe_source(settings)}")
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
@@ -309,9 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("action", choices=["start", "stop", "status"])
     broker.set_defaults(run=cmd_broker)
 
-    generate = commands.add_parser("generate", help="synthetic telemetry to a file or to Kafka")
-    generate.add_argument("--to", type=Path, required=True, help="a JSON lines file, or kafka")
-    generate.add_argument("--rate", type=float, help="events a second to Kafka (default: max)")
+    generate = commands.add_parser("generate", help="synthetic telemetry to a file or a source")
+    generate.add_argument(
+        "--to", type=Path, required=True,
+        help="a JSON lines file, kafka, or source (the BETLAKE_SOURCE transport)",
+    )  # fmt: skip
+    generate.add_argument("--rate", type=float, help="messages a second (default: max)")
     generate.add_argument("--count", type=positive_int, default=100_000, help="valid events")
     yesterday = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
         days=1
@@ -325,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--malformed-fraction", type=fraction, default=0.002)
     generate.add_argument("--unknown-fraction", type=fraction, default=0.002)
     generate.set_defaults(run=cmd_generate)
+
+    produce = commands.add_parser(
+        "produce", help="replay a JSON lines file, unchanged, into the configured source"
+    )
+    produce.add_argument("file", type=Path)
+    produce.add_argument("--rate", type=float, help="lines a second (default: max)")
+    produce.set_defaults(run=cmd_produce)
 
     ingest = commands.add_parser("ingest", help="load JSON lines files into telemetry_raw")
     ingest.add_argument("files", type=Path, nargs="+")
@@ -362,7 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     discard.add_argument("--end", type=timestamp, required=True, help="event time, exclusive")
     discard.add_argument("--site", help="only this site_id")
     discard.add_argument("--player", help="only this player_id")
-    discard.add_argument("--source", choices=["kafka", "file"], help="only events from here")
+    discard.add_argument(
+        "--source", choices=["kafka", "nats", "pubsub", "file"], help="only events from here"
+    )
     discard.add_argument("--reason", required=True, help="why (kept in the audit table)")
     discard.set_defaults(run=cmd_discard)
 

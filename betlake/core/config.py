@@ -25,6 +25,7 @@ class ConfigError(BetlakeError):
 _KAFKA_OPTION_PREFIX = "BETLAKE_KAFKA_OPT_"
 RUNNERS = ("local", "flink", "dataflow")  # BETLAKE_RUNNER: where Beam pipelines run
 LAKE_SCHEMES = ("file", "s3", "gs", "hdfs")  # BETLAKE_LAKE: a folder, or an object store URI
+SOURCES = ("kafka", "nats", "pubsub")  # BETLAKE_SOURCE: the stream's transport
 
 
 def _default_cache() -> Path:
@@ -67,6 +68,12 @@ class Settings:
     s3_secret_access_key: str | None = None
     s3_session_token: str | None = None
     gcs_credentials: str | None = None  # a service account key file; unset: the default chain
+    source: str = "kafka"  # the stream's transport (SOURCES)
+    source_shards: int = 4  # NATS: subjects <topic>.<n> keyed by player, one reader each
+    ack_deadline_seconds: int = 60  # NATS ack wait, Pub/Sub ack deadline: then redelivered
+    nats_url: str = "nats://127.0.0.1:4222"
+    pubsub_emulator_host: str | None = None  # PUBSUB_EMULATOR_HOST; unset: Google Pub/Sub
+    pubsub_project: str = "betlake-local"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -122,7 +129,24 @@ class Settings:
             gcs_credentials=_first(
                 env, "BETLAKE_GCS_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"
             ),
+            source=env.get("BETLAKE_SOURCE", cls.source),
+            source_shards=_seconds(env, "BETLAKE_SOURCE_SHARDS", cls.source_shards, unit="shards"),
+            ack_deadline_seconds=_seconds(
+                env, "BETLAKE_ACK_DEADLINE_SECONDS", cls.ack_deadline_seconds
+            ),
+            nats_url=env.get("BETLAKE_NATS_URL", cls.nats_url),
+            pubsub_emulator_host=env.get("PUBSUB_EMULATOR_HOST") or None,
+            pubsub_project=env.get("BETLAKE_PUBSUB_PROJECT") or cls.pubsub_project,
         )
+        if settings.source not in SOURCES:
+            raise ConfigError(
+                f"BETLAKE_SOURCE must be one of {', '.join(SOURCES)}, got {settings.source!r}"
+            )
+        if not 10 <= settings.ack_deadline_seconds <= 600:
+            raise ConfigError(
+                "BETLAKE_ACK_DEADLINE_SECONDS must be between 10 and 600 (Pub/Sub's limits), "
+                f"got {settings.ack_deadline_seconds}"
+            )
         if settings.runner not in RUNNERS:
             raise ConfigError(
                 f"BETLAKE_RUNNER must be one of {', '.join(RUNNERS)}, got {settings.runner!r}"
@@ -164,7 +188,9 @@ def _words(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         raise ConfigError(f"{name} must be shell words ({error}), got {raw!r}") from None
 
 
-def _seconds(env: Mapping[str, str], name: str, default: int, *, zero_ok: bool = False) -> int:
+def _seconds(
+    env: Mapping[str, str], name: str, default: int, *, zero_ok: bool = False, unit: str = "seconds"
+) -> int:
     raw = env.get(name)
     if raw is None:
         return default
@@ -174,7 +200,7 @@ def _seconds(env: Mapping[str, str], name: str, default: int, *, zero_ok: bool =
         value = -1
     if value < 0 or (value == 0 and not zero_ok):
         kind = "a non-negative" if zero_ok else "a positive"
-        raise ConfigError(f"{name} must be {kind} whole number of seconds, got {raw!r}")
+        raise ConfigError(f"{name} must be {kind} whole number of {unit}, got {raw!r}")
     return value
 
 

@@ -12,6 +12,8 @@ from betlake.core.config import Settings
 from betlake.local import broker
 from betlake.local.bigquery import BigQueryService
 from betlake.local.hdfs import HdfsService
+from betlake.local.nats import NatsService
+from betlake.local.pubsub import PubSubService
 from betlake.local.s3 import S3Service
 
 
@@ -62,6 +64,8 @@ SERVICES: dict[str, LocalService] = {
     service.name: service
     for service in (
         KafkaService(),
+        NatsService(),
+        PubSubService(),
         S3Service(),
         HdfsService(),
         BigQueryService(),

@@ -1,6 +1,7 @@
-"""Integration fixtures: a real Kafka broker (once per session, on free ports), a real
-Dagster instance, the test settings exported to the environment, and settings for a stream
-test (its own topics on the session broker)."""
+"""Integration fixtures: a real Kafka broker, NATS server and Pub/Sub emulator (each once per
+session, on free ports, started only when a test asks for it), a real Dagster instance, the
+test settings exported to the environment, and settings for a stream test (its own topics on the
+session broker)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from betlake.core.kafka import ensure_topic
 from betlake.core.lake import Lake
 from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
 from betlake.local import broker
+from betlake.local import nats as nats_server
+from betlake.local import pubsub as pubsub_emulator
+from betlake.local.daemon import DaemonError
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +34,34 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield bootstrap
     finally:
         broker.stop(home=home)
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a NATS server with JetStream that lives as long as the test session."""
+    home = tmp_path_factory.mktemp("nats")
+    url = f"nats://127.0.0.1:{broker.free_port_pair()}"
+    nats_server.start(url, home=home)
+    try:
+        yield url
+    finally:
+        nats_server.stop(home=home)
+
+
+@pytest.fixture(scope="session")
+def pubsub_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """host:port of a Pub/Sub emulator that lives as long as the test session (the test fails,
+    saying why, where the Google Cloud SDK or its emulator is missing)."""
+    home = tmp_path_factory.mktemp("pubsub")
+    host = f"127.0.0.1:{broker.free_port_pair()}"
+    try:
+        pubsub_emulator.start(host, home=home)
+    except DaemonError as error:
+        pytest.fail(f"no Pub/Sub emulator: {error}")
+    try:
+        yield host
+    finally:
+        pubsub_emulator.stop(home=home)
 
 
 @pytest.fixture

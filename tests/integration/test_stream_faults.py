@@ -1,11 +1,14 @@
-"""End-to-end accounting of the stream under faults, on the real broker, Prism and Delta tables.
+"""End-to-end accounting of the stream under faults, on the real transports (Kafka, NATS
+JetStream, the Pub/Sub emulator), Prism and Delta tables.
 
 A paced producer (see :class:`tests.faults.Workload`) runs for about two minutes while
 ``betlake stream`` runs as a subprocess in its own process group: (a) drained, started just
 before the producer; (b) killed with SIGKILL mid-run, restarted at once; (c) stopped with
 SIGTERM mid-run (it must exit 0 within 10 s, without a traceback, leaving no process), then
 restarted. Every restart is a drained run, so each case ends by itself. Then every valid event
-must be in bronze once, and either in the figures or flagged arrived_late, never both.
+must be in bronze once, and either in the figures or flagged arrived_late, never both. Kafka
+runs all three; NATS and Pub/Sub (acknowledged once bronze holds a message, their open windows
+rebuilt from bronze at a restart) run the kill -9 case, a shorter workload.
 """
 
 from __future__ import annotations
@@ -40,11 +43,31 @@ def tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-@pytest.mark.parametrize("fault", ["drained", "kill-9", "sigterm"])
-def test_every_event_counted_or_flagged(fault: str, kafka_bootstrap: str, tmp_path: Path) -> None:
-    settings = fault_settings(str(tmp_path / "lake"), kafka_bootstrap, f"faults-{fault}")
+CASES = [("kafka", "drained"), ("kafka", "kill-9"), ("kafka", "sigterm"), ("nats", "kill-9"),
+         ("pubsub", "kill-9")]  # fmt: skip
+# NATS and Pub/Sub: 110 s, too-late events at 30-50 s, the sparse tail from 80 s
+SHORT = Workload(seconds=110, too_late_at=((30, 50),))
+
+
+def source_env(source: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The settings that point a fault run at ``source`` (its server started on first use)."""
+    if source == "nats":
+        return {"BETLAKE_SOURCE": "nats", "BETLAKE_NATS_URL": request.getfixturevalue("nats_url"),
+                "BETLAKE_ACK_DEADLINE_SECONDS": "10"}  # fmt: skip
+    if source == "pubsub":
+        return {"BETLAKE_SOURCE": "pubsub", "BETLAKE_ACK_DEADLINE_SECONDS": "10",
+                "PUBSUB_EMULATOR_HOST": request.getfixturevalue("pubsub_host")}  # fmt: skip
+    return {}
+
+
+@pytest.mark.parametrize(("source", "fault"), CASES, ids=[f"{s}-{f}" for s, f in CASES])
+def test_every_event_counted_or_flagged(
+    source: str, fault: str, kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    settings = fault_settings(str(tmp_path / "lake"), kafka_bootstrap, f"faults-{source}-{fault}",
+                              **source_env(source, request))  # fmt: skip
     prepare(settings)
-    workload = Workload()
+    workload = Workload() if source == "kafka" else SHORT
     jobs = JobRuns(settings, tmp_path, DRAIN_IDLE)
     problems: list[str] = []
     kills: list[float] = []  # when the job's process group was signalled (wall clock)
@@ -76,7 +99,7 @@ def test_every_event_counted_or_flagged(fault: str, kafka_bootstrap: str, tmp_pa
     problems += [f"the drained run did not read everything: {line}"
                  for line in check_read_everything(settings, sent)]  # fmt: skip
     accounting = account(settings, sent, kills)
-    print(f"{fault}: {accounting.figures}")
+    print(f"{source} {fault}: {accounting.figures}")
     problems += accounting.problems
     assert Lake.of(settings).open("site_window_stats") is not None, "the stream wrote no gold"
     assert not problems, f"{fault}: {len(problems)} problems:\n" + "\n".join(problems)

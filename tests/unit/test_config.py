@@ -121,6 +121,13 @@ def test_reads_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -
         ("AWS_SESSION_TOKEN", "tok", "s3_session_token", "tok"),
         ("BETLAKE_GCS_CREDENTIALS", "/k.json", "gcs_credentials", "/k.json"),
         ("GOOGLE_APPLICATION_CREDENTIALS", "/k.json", "gcs_credentials", "/k.json"),
+        ("BETLAKE_SOURCE", "nats", "source", "nats"),
+        ("BETLAKE_SOURCE", "pubsub", "source", "pubsub"),
+        ("BETLAKE_SOURCE_SHARDS", "8", "source_shards", 8),
+        ("BETLAKE_ACK_DEADLINE_SECONDS", "600", "ack_deadline_seconds", 600),
+        ("BETLAKE_NATS_URL", "nats://10.0.0.5:4333", "nats_url", "nats://10.0.0.5:4333"),
+        ("PUBSUB_EMULATOR_HOST", "127.0.0.1:8681", "pubsub_emulator_host", "127.0.0.1:8681"),
+        ("BETLAKE_PUBSUB_PROJECT", "my-gcp", "pubsub_project", "my-gcp"),
     ],
 )
 def test_each_variable_read(name: str, value: str, attribute: str, expected: object) -> None:
@@ -170,6 +177,12 @@ def test_relative_lake_is_made_absolute(tmp_path: Path) -> None:
         ("BETLAKE_LAKE", "ftp://host/lake"),
         ("BETLAKE_LAKE", "s3a://bucket/lake"),
         ("BETLAKE_S3_ENDPOINT", "127.0.0.1:9000"),
+        ("BETLAKE_SOURCE", "rabbitmq"),
+        ("BETLAKE_SOURCE", ""),
+        ("BETLAKE_SOURCE_SHARDS", "0"),
+        ("BETLAKE_SOURCE_SHARDS", "two"),
+        ("BETLAKE_ACK_DEADLINE_SECONDS", "5"),
+        ("BETLAKE_ACK_DEADLINE_SECONDS", "601"),
     ],
 )
 def test_bad_value_raises_config_error(name: str, value: str) -> None:
