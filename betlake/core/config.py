@@ -60,6 +60,9 @@ class Settings:
     bigquery_dataset: str = "betlake"
     backfill_cron: str = "30 0 * * *"  # the nightly recomputation of yesterday
     reference_cron: str = "0 5 * * *"  # the reference data reload
+    dagster_reporting: bool = True  # the stream reports its gold writes to the Dagster instance
+    dagster_url: str = "http://127.0.0.1:3000"  # the Dagster UI, for links to runs
+    bronze_freshness_seconds: int = 600  # telemetry_raw's freshness check warns after this
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +105,11 @@ class Settings:
             bigquery_dataset=env.get("BETLAKE_BIGQUERY_DATASET") or cls.bigquery_dataset,
             backfill_cron=env.get("BETLAKE_BACKFILL_CRON", cls.backfill_cron),
             reference_cron=env.get("BETLAKE_REFERENCE_CRON", cls.reference_cron),
+            dagster_reporting=_switch(env, "BETLAKE_DAGSTER_REPORTING", cls.dagster_reporting),
+            dagster_url=env.get("BETLAKE_DAGSTER_URL", cls.dagster_url).rstrip("/"),
+            bronze_freshness_seconds=_seconds(
+                env, "BETLAKE_BRONZE_FRESHNESS_SECONDS", cls.bronze_freshness_seconds
+            ),
         )
         if settings.runner not in RUNNERS:
             raise ConfigError(
@@ -125,6 +133,17 @@ def _words(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         return tuple(shlex.split(raw))
     except ValueError as error:
         raise ConfigError(f"{name} must be shell words ({error}), got {raw!r}") from None
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("on", "1", "true", "yes"):
+        return True
+    if raw.lower() in ("off", "0", "false", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
 
 
 def _seconds(env: Mapping[str, str], name: str, default: int, *, zero_ok: bool = False) -> int:

@@ -106,6 +106,9 @@ def test_reads_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -
         ("BETLAKE_BIGQUERY_DATASET", "gold", "bigquery_dataset", "gold"),
         ("BETLAKE_BACKFILL_CRON", "15 2 * * *", "backfill_cron", "15 2 * * *"),
         ("BETLAKE_REFERENCE_CRON", "0 6 * * 1", "reference_cron", "0 6 * * 1"),
+        ("BETLAKE_DAGSTER_REPORTING", "off", "dagster_reporting", False),
+        ("BETLAKE_DAGSTER_URL", "http://ops:3000/", "dagster_url", "http://ops:3000"),
+        ("BETLAKE_BRONZE_FRESHNESS_SECONDS", "120", "bronze_freshness_seconds", 120),
     ],
 )
 def test_each_variable_read(name: str, value: str, attribute: str, expected: object) -> None:
@@ -135,6 +138,7 @@ def test_relative_lake_is_made_absolute(tmp_path: Path) -> None:
                 "BETLAKE_MAX_OUT_OF_ORDERNESS_SECONDS",
                 "BETLAKE_IDLE_TIMEOUT_SECONDS",
                 "BETLAKE_MAX_CLOCK_SKEW_SECONDS",
+                "BETLAKE_BRONZE_FRESHNESS_SECONDS",
             )
             for bad in ("abc", "-1", "-300", "1.5", "", "5m", "300\nx")
         ],
@@ -152,6 +156,7 @@ def test_relative_lake_is_made_absolute(tmp_path: Path) -> None:
         ("BETLAKE_RUNNER", "spark"),
         ("BETLAKE_RUNNER", ""),
         ("BETLAKE_PIPELINE_ARGS", "--job_name='unclosed"),
+        ("BETLAKE_DAGSTER_REPORTING", "maybe"),
     ],
 )
 def test_bad_value_raises_config_error(name: str, value: str) -> None:

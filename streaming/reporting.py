@@ -1,0 +1,189 @@
+"""What the stream wrote, told to Dagster: each gold window it writes becomes a runless
+materialization of that ``site_window_stats`` partition (metadata: pane, sites, events, GGR,
+computed_at), and ``telemetry_raw`` is observed (rows, last event time, last arrival), so the
+UI shows every window whoever computed it, and the bronze freshness check has its facts.
+
+Off the publishing path: :func:`report_gold` only queues the rows; one background thread per
+process merges them per partition and writes them to the instance every few seconds, and
+observes bronze every half minute. When the instance cannot be reached, it logs, keeps the
+latest state of each partition and tries again later: the stream never waits for Dagster.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from betlake.core.config import Settings
+from betlake.core.contract import PARTITION_FORMAT, SITE_WINDOW_STATS, TELEMETRY_RAW
+from betlake.core.lake import Lake
+from betlake.core.status import bronze_facts
+
+log = logging.getLogger("betlake.stream")
+LATE_FIRST = ("LATE", "ON_TIME")  # a window written with both panes is reported LATE
+PANE_TAG = "betlake/pane"
+
+
+class DagsterReporter:
+    """One process's reporter to the Dagster instance at ``settings.dagster_home``."""
+
+    def __init__(
+        self, settings: Settings, flush_seconds: float = 2.0, observe_seconds: float = 30.0
+    ) -> None:
+        self.settings, self.lake = settings, Lake(settings.lake)
+        self.flush_seconds, self.observe_seconds = flush_seconds, observe_seconds
+        self.inbox: queue.SimpleQueue[list[dict] | threading.Event] = queue.SimpleQueue()
+        self.windows: dict[datetime, dict[str, dict]] = {}  # window -> site -> latest row
+        self.due: set[datetime] = set()  # windows written since they were last reported
+        self.instance: dg.DagsterInstance | None = None
+        self.observed_at = 0.0
+        self.retry_at = 0.0
+        self.failures = 0
+        self.thread = threading.Thread(target=self._run, name="dagster-reporter", daemon=True)
+        self.thread.start()
+
+    def gold_written(self, rows: list[dict]) -> None:
+        """Rows the stream just wrote to gold (called on the publishing path: only queues)."""
+        self.inbox.put(rows)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Report everything queued so far and observe bronze now; whether it was done in time
+        (False too if the instance could not be reached)."""
+        done = threading.Event()
+        self.inbox.put(done)
+        return done.wait(timeout) and not self.due
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        next_flush = time.monotonic() + self.flush_seconds
+        while True:
+            try:
+                item = self.inbox.get(timeout=max(0.0, next_flush - time.monotonic()))
+            except queue.Empty:
+                item = None
+            if isinstance(item, list):
+                self._take(item)
+                continue
+            forced = isinstance(item, threading.Event)
+            if forced or time.monotonic() >= next_flush:
+                self._report(forced)
+                next_flush = time.monotonic() + self.flush_seconds
+            if forced:
+                item.set()
+
+    def _take(self, rows: Iterable[dict]) -> None:
+        for row in rows:
+            self.windows.setdefault(row["window_start"], {})[row["site_id"]] = row
+            self.due.add(row["window_start"])
+
+    def _report(self, forced: bool) -> None:
+        now = time.monotonic()
+        observe = forced or now - self.observed_at >= self.observe_seconds
+        if not (self.due or observe) or (not forced and now < self.retry_at):
+            return
+        try:
+            instance = self._instance()
+            for start in sorted(self.due):
+                instance.report_runless_asset_event(self._materialization(start))
+                self.due.discard(start)
+            if observe:
+                instance.report_runless_asset_event(self._observation())
+                self.observed_at = now
+        except Exception as error:  # the instance is away: keep what is due, try again later
+            self.instance = None
+            self.failures += 1
+            wait = min(60.0, self.flush_seconds * 2**self.failures)
+            self.retry_at = now + wait
+            log.warning("Dagster instance at %s not reachable (%s); %d windows kept, "
+                        "retrying in %.0fs", self.settings.dagster_home,
+                        str(error).splitlines()[0] if str(error) else type(error).__name__,
+                        len(self.due), wait)  # fmt: skip
+            return
+        self.failures = 0
+        self._forget_closed()
+
+    def _instance(self) -> dg.DagsterInstance:
+        if self.instance is None:
+            home = Path(self.settings.dagster_home)
+            if not (home / "dagster.yaml").is_file():
+                raise FileNotFoundError(f"no dagster.yaml in {home}")
+            self.instance = dg.DagsterInstance.from_config(str(home))
+        return self.instance
+
+    def _materialization(self, start: datetime) -> dg.AssetMaterialization:
+        rows = list(self.windows[start].values())
+        pane = next(p for p in LATE_FIRST if any(r["pane"] == p for r in rows))
+        return dg.AssetMaterialization(
+            asset_key=SITE_WINDOW_STATS.name,
+            partition=start.strftime(PARTITION_FORMAT),
+            description=f"written by the stream ({pane} pane)",
+            tags={PANE_TAG: pane},
+            metadata={
+                "pane": pane,
+                "sites": len(rows),
+                "events": sum(r["events"] for r in rows),
+                "active_players": sum(r["active_players"] for r in rows),
+                "ggr_eur": float(sum(r["ggr_eur"] or 0 for r in rows)),
+                "computed_at": dg.MetadataValue.timestamp(max(r["computed_at"] for r in rows)),
+            },
+        )
+
+    def _observation(self) -> dg.AssetObservation:
+        facts = bronze_facts(self.lake)
+        metadata: dict[str, object] = {"rows": facts.rows}
+        if facts.last_event is not None:
+            metadata["last_event_time"] = dg.MetadataValue.timestamp(facts.last_event)
+        if facts.last_arrival is not None:  # what the freshness check reads
+            metadata["dagster/last_updated_timestamp"] = dg.MetadataValue.timestamp(
+                facts.last_arrival
+            )
+        return dg.AssetObservation(
+            asset_key=TELEMETRY_RAW.name, description="observed by the stream", metadata=metadata
+        )
+
+    def _forget_closed(self) -> None:
+        """Drop reported windows that can take no more panes (past their allowed lateness)."""
+        if not self.windows:
+            return
+        horizon = max(self.windows) - timedelta(
+            seconds=self.settings.allowed_lateness_seconds + 4 * self.settings.window_seconds
+        )
+        for start in [w for w in self.windows if w < horizon and w not in self.due]:
+            del self.windows[start]
+
+
+_REPORTERS: dict[tuple[str, str], DagsterReporter] = {}
+_LOCK = threading.Lock()
+
+
+def reporter_for(settings: Settings) -> DagsterReporter | None:
+    """This process's reporter for the settings' lake and instance (None when reporting is off)."""
+    if not settings.dagster_reporting:
+        return None
+    key = (settings.lake, str(settings.dagster_home))
+    with _LOCK:
+        if key not in _REPORTERS:
+            _REPORTERS[key] = DagsterReporter(settings)
+        return _REPORTERS[key]
+
+
+def report_gold(settings: Settings, rows: list[dict]) -> None:
+    """Queue gold rows the stream wrote for the Dagster instance (returns at once)."""
+    if rows and (reporter := reporter_for(settings)) is not None:
+        reporter.gold_written(rows)
+
+
+def flush_reports(timeout: float = 30.0) -> None:
+    """Report what every reporter of this process holds (at the stream's end)."""
+    for reporter in list(_REPORTERS.values()):
+        if not reporter.flush(timeout):
+            log.warning("not every window could be reported to Dagster at %s",
+                        reporter.settings.dagster_home)  # fmt: skip
