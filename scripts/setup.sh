@@ -8,4 +8,9 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet --editable ".[dev]"
 bash scripts/install_prism.sh >/dev/null  # the Beam runner of the stream, built from Go modules
+# the browser tests drive Debian's chromium (Playwright's own browser download cannot work here)
+if [ ! -x /usr/bin/chromium ]; then
+    apt-get install -y -qq chromium >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+fi
 echo "betlake installed in $(pwd)/.venv"

@@ -103,7 +103,7 @@ class DagsterReporter:
             wait = min(60.0, self.flush_seconds * 2**self.failures)
             self.retry_at = now + wait
             log.warning("Dagster instance at %s not reachable (%s); %d windows kept, "
-                        "retrying in %.0fs", self.settings.dagster_home,
+                        "retrying in %.1fs", self.settings.dagster_home,
                         str(error).splitlines()[0] if str(error) else type(error).__name__,
                         len(self.due), wait)  # fmt: skip
             return

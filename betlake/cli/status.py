@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlparse
 
 import dagster as dg
 from rich.console import Console
@@ -13,7 +12,6 @@ from betlake.core.config import BetlakeError, Settings
 from betlake.core.lake import Lake
 from betlake.core.status import bronze_facts, consumer_lag, gold_facts, pending_corrections
 from betlake.defs.corrections import GOLD, RANGE_END, RANGE_START
-from betlake.local.daemon import port_answers
 from betlake.local.services import SERVICES
 
 
@@ -33,13 +31,12 @@ def show_status(settings: Settings, console: Console) -> None:
     """Print services, the stream's position, bronze, gold, pending corrections and the last
     reprocessing run."""
     lake = Lake(settings.lake)
-    table = Table("", "state", show_header=False, box=None, padding=(0, 2, 0, 0))
+    table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     table.add_row("[bold]services", "")
     for name, service in sorted(SERVICES.items()):
         table.add_row(f"  {name}", service.status(settings))
-    ui = urlparse(settings.dagster_url)
-    up = port_answers(ui.port or 80, ui.hostname or "127.0.0.1")
-    table.add_row("  dagster", f"UI {'up' if up else 'down'} at {settings.dagster_url}")
 
     table.add_row("[bold]stream", f"group reading {settings.telemetry_topic}")
     lags = consumer_lag(settings)
