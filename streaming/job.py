@@ -22,7 +22,7 @@ from betlake.core.lake import Lake
 from betlake.core.reference import Reference
 from betlake.core.windowing import Windowing
 from streaming.kafka_source import PARTITION_METRICS, ReadTelemetry
-from streaming.reporting import flush_reports, reporter_for
+from streaming.reporting import close_reporters, reporter_for
 from streaming.runners import counters, stream_options
 from streaming.sinks import STOPPING, CommitOffsetsFn, PublishPanesFn, StoreTelemetryFn
 from streaming.windows import SiteWindowStats
@@ -120,7 +120,7 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
         if failure and not asked.is_set():  # a cancelled job reports itself as failed
             raise failure[0]
         totals, positions = counters(result), counters(result, PARTITION_METRICS)
-    flush_reports()
+    close_reporters()
     if drain_when_idle is not None and not asked.is_set():
         check_drained(settings, starts, positions)
     return {name: totals.get(name, 0) for name in COUNTERS}

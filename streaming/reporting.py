@@ -1,7 +1,8 @@
 """What the stream wrote, told to Dagster: each gold window it writes becomes a runless
 materialization of that ``site_window_stats`` partition (metadata: pane, sites, events, GGR,
-computed_at), and ``telemetry_raw`` is observed (rows, last event time, last arrival), so the
-UI shows every window whoever computed it, and the bronze freshness check has its facts.
+computed_at), and ``telemetry_raw`` is observed (rows, last event time, last arrival, the
+stream group's consumer lag), so the UI shows every window whoever computed it, and the
+bronze freshness check has its facts.
 
 Off the publishing path: :func:`report_gold` only queues the rows; one background thread per
 process merges them per partition and writes them to the instance every few seconds, and
@@ -24,7 +25,7 @@ import dagster as dg
 from betlake.core.config import Settings
 from betlake.core.contract import PARTITION_FORMAT, SITE_WINDOW_STATS, TELEMETRY_RAW
 from betlake.core.lake import Lake
-from betlake.core.status import bronze_facts
+from betlake.core.status import bronze_facts, consumer_lag
 
 log = logging.getLogger("betlake.stream")
 LATE_FIRST = ("LATE", "ON_TIME")  # a window written with both panes is reported LATE
@@ -39,7 +40,7 @@ class DagsterReporter:
     ) -> None:
         self.settings, self.lake = settings, Lake(settings.lake)
         self.flush_seconds, self.observe_seconds = flush_seconds, observe_seconds
-        self.inbox: queue.SimpleQueue[list[dict] | threading.Event] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[list[dict] | threading.Event | None] = queue.SimpleQueue()
         self.windows: dict[datetime, dict[str, dict]] = {}  # window -> site -> latest row
         self.due: set[datetime] = set()  # windows written since they were last reported
         self.instance: dg.DagsterInstance | None = None
@@ -60,6 +61,13 @@ class DagsterReporter:
         self.inbox.put(done)
         return done.wait(timeout) and not self.due
 
+    def close(self, timeout: float = 30.0) -> bool:
+        """:meth:`flush`, then end the thread; whether everything was reported."""
+        done = self.flush(timeout)
+        self.inbox.put(None)
+        self.thread.join(timeout)
+        return done
+
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
@@ -68,7 +76,9 @@ class DagsterReporter:
             try:
                 item = self.inbox.get(timeout=max(0.0, next_flush - time.monotonic()))
             except queue.Empty:
-                item = None
+                item = False
+            if item is None:
+                return
             if isinstance(item, list):
                 self._take(item)
                 continue
@@ -145,6 +155,10 @@ class DagsterReporter:
             metadata["dagster/last_updated_timestamp"] = dg.MetadataValue.timestamp(
                 facts.last_arrival
             )
+        lags = consumer_lag(self.settings)
+        if lags is not None:  # how far the stream is behind Kafka (as betlake status says)
+            metadata["consumer_lag"] = sum(lag.lag for lag in lags)
+            metadata["consumer_lag_by_partition"] = {str(x.partition): x.lag for x in lags}
         return dg.AssetObservation(
             asset_key=TELEMETRY_RAW.name, description="observed by the stream", metadata=metadata
         )
@@ -181,9 +195,12 @@ def report_gold(settings: Settings, rows: list[dict]) -> None:
         reporter.gold_written(rows)
 
 
-def flush_reports(timeout: float = 30.0) -> None:
-    """Report what every reporter of this process holds (at the stream's end)."""
-    for reporter in list(_REPORTERS.values()):
-        if not reporter.flush(timeout):
+def close_reporters(timeout: float = 30.0) -> None:
+    """Report what every reporter of this process holds, and end them (at the stream's end)."""
+    with _LOCK:
+        reporters = list(_REPORTERS.values())
+        _REPORTERS.clear()
+    for reporter in reporters:
+        if not reporter.close(timeout):
             log.warning("not every window could be reported to Dagster at %s",
                         reporter.settings.dagster_home)  # fmt: skip

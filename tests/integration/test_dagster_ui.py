@@ -138,12 +138,11 @@ def test_asset_graph_shows_every_asset(ui: Console, browser_page: Page) -> None:
 def test_partition_bar_shows_the_stream_filled_windows(ui: Console, browser_page: Page) -> None:
     truth = ui.windows()
     assert len(truth) == HOURS * 12
-    reported = {
-        record.partition_key: record.asset_materialization
-        for record in ui.instance.fetch_materializations(
-            dg.AssetKey(SITE_WINDOW_STATS.name), limit=1000
-        ).records
-    }
+    reported: dict[str, dg.AssetMaterialization] = {}
+    for record in ui.instance.fetch_materializations(  # newest first
+        dg.AssetKey(SITE_WINDOW_STATS.name), limit=10_000
+    ).records:
+        reported.setdefault(record.partition_key, record.asset_materialization)
     assert set(reported) == {key(w) for w in truth}  # every window the stream wrote, no other
     for window, events in truth.items():
         metadata = reported[key(window)].metadata
