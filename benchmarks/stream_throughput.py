@@ -24,6 +24,7 @@ With ``--reporting-runs N`` it only reads the backlog 2N times, reporting to a D
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -48,22 +49,21 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from benchmarks.reprocess_day import machine
 from betlake.core.config import Settings
 from betlake.core.contract import TELEMETRY_RAW, RawBatch, validate
 from betlake.core.kafka import (
-    Committed,
+    STREAM_GROUP,
     KafkaError,
     client_config,
-    commit,
     committed_offsets,
     ensure_topic,
     keep_pace,
     partitions_of,
     producer,
-    stream_consumer,
 )
 from betlake.core.lake import Lake
 from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
@@ -513,8 +513,9 @@ def warm_up_prism(settings: Settings) -> float:
 
 def compare_reporting(work: Path, bootstrap: str, valid: int, runs: int) -> None:
     """The backlog read ``runs`` times with the stream reporting to a Dagster instance and as
-    many times without (alternating, a fresh lake each time, the group's offsets reset to 0):
-    median events/s to bronze complete and to the last publish, and their ratio on/off."""
+    many times without (alternating, a fresh lake each time, the stream group deleted so it
+    reads from offset 0): median events/s to bronze complete and to the last publish, and
+    their ratio on/off."""
     home = work / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT / "dagster_home" / "dagster.yaml", home)
@@ -525,10 +526,10 @@ def compare_reporting(work: Path, bootstrap: str, valid: int, runs: int) -> None
                 work / f"lake-{mode}-{run}", bootstrap, "backlog",
                 BETLAKE_DAGSTER_REPORTING=mode, DAGSTER_HOME=str(home),
             )  # fmt: skip
-            partitions = partitions_of(settings, settings.telemetry_topic)
-            consumer = stream_consumer(settings)
-            commit(consumer, settings, {p: Committed(0) for p in partitions}, threading.Event())
-            consumer.close()
+            admin = AdminClient(client_config(settings))  # the stream starts from offset 0
+            for done in admin.delete_consumer_groups([STREAM_GROUP]).values():
+                with contextlib.suppress(KafkaException):  # none yet: nothing to delete
+                    done.result(30)
             bronze = BronzeCounter(Lake(settings.lake), valid)
             began = time.time()
             bronze.start()

@@ -5,9 +5,10 @@ stream group's consumer lag), so the UI shows every window whoever computed it, 
 bronze freshness check has its facts.
 
 Off the publishing path: :func:`report_gold` only queues the rows; one background thread per
-process merges them per partition and writes them to the instance every few seconds, and
-observes bronze every half minute. When the instance cannot be reached, it logs, keeps the
-latest state of each partition and tries again later: the stream never waits for Dagster.
+process notes their windows, and every few seconds reads those windows back from gold (all
+sites, whoever wrote them) and writes them to the instance; it observes bronze every half
+minute. When the instance cannot be reached, it logs, keeps the windows due and tries again
+later: the stream never waits for Dagster.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import dagster as dg
 
 from betlake.core.config import Settings
 from betlake.core.contract import PARTITION_FORMAT, SITE_WINDOW_STATS, TELEMETRY_RAW
-from betlake.core.lake import Lake
+from betlake.core.lake import Lake, time_range_filter
 from betlake.core.status import bronze_facts, consumer_lag
 
 log = logging.getLogger("betlake.stream")
-LATE_FIRST = ("LATE", "ON_TIME")  # a window written with both panes is reported LATE
+PANES = ("LATE", "ON_TIME", "BATCH")  # a window written with several: the first found here
 PANE_TAG = "betlake/pane"
 
 
@@ -41,7 +42,6 @@ class DagsterReporter:
         self.settings, self.lake = settings, Lake(settings.lake)
         self.flush_seconds, self.observe_seconds = flush_seconds, observe_seconds
         self.inbox: queue.SimpleQueue[list[dict] | threading.Event | None] = queue.SimpleQueue()
-        self.windows: dict[datetime, dict[str, dict]] = {}  # window -> site -> latest row
         self.due: set[datetime] = set()  # windows written since they were last reported
         self.instance: dg.DagsterInstance | None = None
         self.observed_at = 0.0
@@ -90,9 +90,7 @@ class DagsterReporter:
                 item.set()
 
     def _take(self, rows: Iterable[dict]) -> None:
-        for row in rows:
-            self.windows.setdefault(row["window_start"], {})[row["site_id"]] = row
-            self.due.add(row["window_start"])
+        self.due.update(row["window_start"] for row in rows)
 
     def _report(self, forced: bool) -> None:
         now = time.monotonic()
@@ -101,8 +99,9 @@ class DagsterReporter:
             return
         try:
             instance = self._instance()
+            windows = self._gold_windows() if self.due else {}
             for start in sorted(self.due):
-                instance.report_runless_asset_event(self._materialization(start))
+                instance.report_runless_asset_event(self._materialization(start, windows[start]))
                 self.due.discard(start)
             if observe:
                 instance.report_runless_asset_event(self._observation())
@@ -118,7 +117,6 @@ class DagsterReporter:
                         len(self.due), wait)  # fmt: skip
             return
         self.failures = 0
-        self._forget_closed()
 
     def _instance(self) -> dg.DagsterInstance:
         if self.instance is None:
@@ -128,9 +126,24 @@ class DagsterReporter:
             self.instance = dg.DagsterInstance.from_config(str(home))
         return self.instance
 
-    def _materialization(self, start: datetime) -> dg.AssetMaterialization:
-        rows = list(self.windows[start].values())
-        pane = next(p for p in LATE_FIRST if any(r["pane"] == p for r in rows))
+    def _gold_windows(self) -> dict[datetime, list[dict]]:
+        """Gold's rows of the windows due, as they are now (all sites, whoever wrote them)."""
+        width = timedelta(seconds=self.settings.window_seconds)
+        rows = self.lake.scan(
+            SITE_WINDOW_STATS,
+            ["window_start", "pane", "events", "active_players", "ggr_eur", "computed_at"],
+            time_range_filter(min(self.due), max(self.due) + width),
+        ).to_pylist()
+        windows: dict[datetime, list[dict]] = {start: [] for start in self.due}
+        for row in rows:
+            if row["window_start"] in windows:
+                windows[row["window_start"]].append(row)
+        return windows
+
+    def _materialization(self, start: datetime, rows: list[dict]) -> dg.AssetMaterialization:
+        """A window as gold holds it: pane LATE if a site's row is a late pane, BATCH if a
+        reprocessing has replaced it since."""
+        pane = next((p for p in PANES if any(r["pane"] == p for r in rows)), "ON_TIME")
         return dg.AssetMaterialization(
             asset_key=SITE_WINDOW_STATS.name,
             partition=start.strftime(PARTITION_FORMAT),
@@ -162,16 +175,6 @@ class DagsterReporter:
         return dg.AssetObservation(
             asset_key=TELEMETRY_RAW.name, description="observed by the stream", metadata=metadata
         )
-
-    def _forget_closed(self) -> None:
-        """Drop reported windows that can take no more panes (past their allowed lateness)."""
-        if not self.windows:
-            return
-        horizon = max(self.windows) - timedelta(
-            seconds=self.settings.allowed_lateness_seconds + 4 * self.settings.window_seconds
-        )
-        for start in [w for w in self.windows if w < horizon and w not in self.due]:
-            del self.windows[start]
 
 
 _REPORTERS: dict[tuple[str, str], DagsterReporter] = {}

@@ -10,11 +10,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 
 from betlake.cli import main
 from betlake.core.config import Settings
-from betlake.core.contract import PARTITION_FORMAT, SITE_WINDOW_STATS, TELEMETRY_RAW
+from betlake.core.contract import NEWER_PANE, PARTITION_FORMAT, SITE_WINDOW_STATS, TELEMETRY_RAW
 from betlake.core.ingest import ingest_files
 from betlake.core.lake import Lake
 from betlake.local.generate import TelemetrySpec, generate_telemetry
@@ -25,10 +26,19 @@ PROJECT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 24, 10, tzinfo=UTC)
 
 
-def gold_row(window: datetime, site: str, pane: str, events: int, ggr: str) -> dict:
-    return {"window_start": window, "site_id": site, "pane": pane, "events": events,
-            "active_players": 1, "ggr_eur": Decimal(ggr),
-            "computed_at": window + timedelta(minutes=6)}  # fmt: skip
+def write_gold(lake: Lake, *rows: tuple[datetime, str, str, int, str]) -> list[dict]:
+    """Panes (window, site, pane, events, GGR) upserted into gold as the stream does."""
+    zero = Decimal("0.00")
+    full = [{"window_start": w, "window_end": w + timedelta(minutes=5), "site_id": site,
+             "site_name": site, "brand": "B", "country": "GB", "events": events,
+             "active_players": 1, "vip_players": 0, "sessions": 0, "bets": 0, "stake_eur": zero,
+             "payout_eur": zero, "ggr_eur": Decimal(ggr), "deposits_eur": zero,
+             "withdrawals_eur": zero, "unpriced_events": 0, "pane": pane,
+             "computed_at": w + timedelta(minutes=6), "window_date": w.date()}
+            for w, site, pane, events, ggr in rows]  # fmt: skip
+    table = pa.Table.from_pylist(full, schema=SITE_WINDOW_STATS.schema)
+    lake.upsert(SITE_WINDOW_STATS, table, update_when=NEWER_PANE)
+    return full
 
 
 def ingest_hour(settings: Settings, tmp_path: Path) -> None:
@@ -50,11 +60,11 @@ def test_stream_reports_reach_dagster_once_the_instance_answers(
     ingest_hour(settings, tmp_path)
     reporter = DagsterReporter(settings, flush_seconds=0.2)
     first, second = START, START + timedelta(minutes=5)
-    reporter.gold_written([gold_row(first, "s-gb", "ON_TIME", 5, "10.50")])
+    reporter.gold_written(write_gold(lake, (first, "s-gb", "ON_TIME", 5, "10.50")))
     reporter.gold_written(
-        [gold_row(second, "s-gb", "ON_TIME", 3, "1.00"), gold_row(second, "s-ie", "LATE", 4, "2")]
+        write_gold(lake, (second, "s-gb", "ON_TIME", 3, "1.00"), (second, "s-ie", "LATE", 4, "2"))
     )
-    reporter.gold_written([gold_row(first, "s-gb", "LATE", 6, "11.50")])  # a later pane
+    reporter.gold_written(write_gold(lake, (first, "s-gb", "LATE", 6, "11.50")))  # a later pane
 
     assert not reporter.flush()  # no instance at DAGSTER_HOME yet: kept, nothing lost
 
@@ -67,7 +77,7 @@ def test_stream_reports_reach_dagster_once_the_instance_answers(
             dg.AssetKey(SITE_WINDOW_STATS.name), limit=10
         ).records
         reported = {r.partition_key: r.asset_materialization.metadata for r in records}
-        assert len(records) == 2  # one per window, the later pane merged before reporting
+        assert len(records) == 2  # one per window: the windows due are reported as gold has them
         assert {k: (m["pane"].value, m["events"].value, m["ggr_eur"].value, m["sites"].value)
                 for k, m in reported.items()} == {
             f"{first:{PARTITION_FORMAT}}": ("LATE", 6, 11.5, 1),
