@@ -178,7 +178,7 @@ def test_backfill_launched_from_the_ui_runs_once_and_writes_batch(
           lambda page: page.get_by_role("button", name="Materialize…"))  # fmt: skip
     page.get_by_role("button", name="Materialize…").click()
     dialog = page.get_by_role("dialog")
-    dialog.get_by_text("Showing the last 90 days").wait_for()
+    dialog.get_by_role("button", name="Latest", exact=True).wait_for()  # partitions loaded
     dialog.get_by_role("button", name="Custom", exact=True).click()
     selection = dialog.locator("input").first
     selection.fill(f"[{key(first)}...{key(last)}]")
