@@ -11,7 +11,7 @@ from rich.table import Table
 from betlake.core.config import BetlakeError, Settings
 from betlake.core.lake import Lake
 from betlake.core.status import bronze_facts, consumer_lag, gold_facts, pending_corrections
-from betlake.defs.corrections import GOLD, RANGE_END, RANGE_START
+from betlake.defs.corrections import GOLD, RANGE_END, RANGE_START, reprocess_job
 from betlake.local.services import SERVICES
 
 
@@ -20,9 +20,10 @@ def _when(value: datetime | None) -> str:
 
 
 def last_reprocessing(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
-    """The latest run that recomputed windows of site_window_stats."""
+    """The latest run that recomputed windows of site_window_stats (by hand, by the late-data
+    sensor, by the nightly backfill)."""
     for run in instance.get_runs(limit=200):
-        if run.asset_selection and GOLD in run.asset_selection:
+        if run.job_name == reprocess_job.name or GOLD in (run.asset_selection or ()):
             return run
     return None
 
