@@ -66,22 +66,26 @@ def show_status(settings: Settings, console: Console) -> None:
     table.add_row("[bold]pending corrections",
                   f"{windows} windows: {ranges}{more}" if pending else "none")  # fmt: skip
 
-    table.add_row("[bold]last reprocessing", _last_run(settings))
+    last_run, link = _last_run(settings)
+    table.add_row("[bold]last reprocessing", last_run)
     console.print(f"[bold]betlake[/bold] at {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, "
                   f"lake {settings.lake}")  # fmt: skip
     console.print(table)
+    if link:
+        console.print(f"  the last reprocessing run: {link}", soft_wrap=True)
 
 
-def _last_run(settings: Settings) -> str:
+def _last_run(settings: Settings) -> tuple[str, str | None]:
+    """The last reprocessing run in words, and its link in the UI."""
     from betlake.cli.runs import open_instance, outcome_of
 
     try:
         instance = open_instance(settings)
     except BetlakeError as error:
-        return str(error)
+        return str(error), None
     run = last_reprocessing(instance)
     if run is None:
-        return "none yet"
+        return "none yet", None
     first = run.tags.get(RANGE_START) or run.tags.get("dagster/partition", "?")
     last = run.tags.get(RANGE_END) or first
     record = instance.get_run_record_by_id(run.run_id)
@@ -90,4 +94,4 @@ def _last_run(settings: Settings) -> str:
     done = outcome_of(instance, run.run_id, settings)
     gold = done.materialized.get(GOLD.to_user_string(), {})
     changed = f", {gold['rows_changed']:,} rows changed" if "rows_changed" in gold else ""
-    return f"{run.status.value} {first}...{last}{when}{changed}; {done.link}"
+    return f"{run.status.value} {first}...{last}{when}{changed}", done.link

@@ -147,4 +147,4 @@ def test_status_and_a_quiet_reprocess(
     screen = " ".join(capsys.readouterr().out.split())
     assert "pending corrections none" in screen
     assert "SUCCESS 2026-11-24-10:00...2026-11-24-10:55" in screen
-    assert f"/runs/{run_id}" in screen
+    assert f"the last reprocessing run: http://127.0.0.1:3000/runs/{run_id}" in screen
