@@ -16,11 +16,15 @@ Prints the machine, N, events/s of both and their ratio, the publish delay and p
 
     .venv/bin/python -m benchmarks.stream_throughput [--events 1000000] [--hours 6]
         [--rate 10000] [--rate-seconds 60] [--speedup 60] [--keep] [--profile]
+
+With ``--reporting-runs N`` it only reads the backlog 2N times, reporting to a Dagster instance
+(``BETLAKE_DAGSTER_REPORTING=on``) and not, alternately, and prints the medians and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -38,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import apache_beam as beam
+import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,13 +51,15 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from benchmarks.profile import Profile
 from benchmarks.reprocess_day import machine
 from betlake.core.config import Settings
 from betlake.core.contract import TELEMETRY_RAW, RawBatch, validate
 from betlake.core.kafka import (
+    STREAM_GROUP,
     KafkaError,
     client_config,
     committed_offsets,
@@ -501,12 +508,13 @@ def run_naive(settings: Settings, topic: str, stats_topic: str) -> None:
 # ------------------------------------------------------------------------- phases
 
 
-def lake_settings(root: Path, bootstrap: str, prefix: str) -> Settings:
-    """Settings for a fresh lake under ``root`` with the sample reference loaded."""
+def lake_settings(root: Path, bootstrap: str, prefix: str, **env: str) -> Settings:
+    """Settings (``env`` added) for a fresh lake under ``root`` with the sample reference
+    loaded; reporting to Dagster off unless ``env`` turns it on."""
     settings = Settings.from_env({
         "BETLAKE_LAKE": str(root), "BETLAKE_REFERENCE": str(REFERENCE),
         "BETLAKE_KAFKA_BOOTSTRAP": bootstrap, "BETLAKE_TELEMETRY_TOPIC": f"{prefix}-telemetry",
-        "BETLAKE_STATS_TOPIC": f"{prefix}-stats",
+        "BETLAKE_STATS_TOPIC": f"{prefix}-stats", "BETLAKE_DAGSTER_REPORTING": "off", **env,
     })  # fmt: skip
     lake = Lake.of(settings)
     for spec in REFERENCE_TABLES:
@@ -549,6 +557,55 @@ def warm_up_prism(settings: Settings) -> float:
     return time.perf_counter() - began
 
 
+def compare_reporting(work: Path, bootstrap: str, valid: int, runs: int) -> None:
+    """The backlog read ``runs`` times with the stream reporting to a Dagster instance and as
+    many times without (alternating, after an unmeasured warm-up run, a fresh lake each time,
+    the stream group deleted so it reads from offset 0): median events/s to bronze complete
+    and to the last publish, and their ratio on/off."""
+    home = work / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT / "dagster_home" / "dagster.yaml", home)
+    with dg.DagsterInstance.from_config(str(home)):
+        pass  # the instance's SQLite storage exists before the first run, as an operator's does
+    rates: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+    modes = [("warm-up", "off")] + [
+        (f"run {run + 1}", mode)
+        for run in range(runs)
+        for mode in (("on", "off") if run % 2 == 0 else ("off", "on"))
+    ]
+    for number, (label, mode) in enumerate(modes):
+        settings = lake_settings(
+            work / f"lake-{number}", bootstrap, "backlog",
+            BETLAKE_DAGSTER_REPORTING=mode, DAGSTER_HOME=str(home),
+        )  # fmt: skip
+        admin = AdminClient(client_config(settings))  # the stream starts from offset 0
+        for done in admin.delete_consumer_groups([STREAM_GROUP]).values():
+            with contextlib.suppress(KafkaException):  # none yet: nothing to delete
+                done.result(30)
+        bronze = BronzeCounter(Lake(settings.lake), valid)
+        began = time.time()
+        bronze.start()
+        counters = stream(settings)
+        bronze.stop.set()
+        bronze.join()
+        last = max(ts for _, _, ts in read_topic(settings, settings.stats_topic))
+        to_bronze, to_publish = (bronze.complete or time.time()) - began, last - began
+        if label != "warm-up":
+            rates[mode].append((valid / to_bronze, valid / to_publish))
+        print(f"  {label} reporting {mode:3}: bronze complete {to_bronze:6.2f}s, "
+              f"last publish {to_publish:6.2f}s, {counters['published']:,} rows "
+              "published")  # fmt: skip
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        reported = instance.fetch_materializations(dg.AssetKey("site_window_stats"), limit=10_000)
+        print(f"the instance holds {len(reported.records):,} runless materializations")
+    print(f"reporting to Dagster on/off over {runs} runs each of {valid:,} events (medians):")
+    for i, what in enumerate(("Kafka -> bronze complete", "Kafka -> last publish")):
+        on = statistics.median(r[i] for r in rates["on"])
+        off = statistics.median(r[i] for r in rates["off"])
+        print(f"  {what:25} on {on:9,.0f} events/s, off {off:9,.0f} events/s, "
+              f"ratio on/off {on / off:.3f} ({(1 - on / off) * 100:+.1f}% cost)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -558,6 +615,11 @@ def main() -> None:
     parser.add_argument("--speedup", type=float, default=60, help="live event time per second")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--profile", action="store_true", help="py-spy the job over the backlog")
+    parser.add_argument(
+        "--reporting-runs", type=int, metavar="N",
+        help="only compare the backlog's throughput with reporting to Dagster on and off, "
+        "N runs each (medians); no naive or live phase",
+    )  # fmt: skip
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="betlake-stream-bench-"))
@@ -596,6 +658,10 @@ def main() -> None:
               f"windows), generated and checked in {sent['generated_s']:.1f}s, then produced in "
               f"{produced_s:.1f}s ({sent['messages'] / produced_s:,.0f} msg/s) before any job "
               f"started")  # fmt: skip
+
+        if args.reporting_runs:
+            compare_reporting(work, bootstrap, n, args.reporting_runs)
+            return
 
         # 2. betlake over the backlog
         bronze = BronzeCounter(Lake.of(settings), n)

@@ -16,7 +16,12 @@ from betlake.defs.corrections import (
     reprocess_job,
     schedules,
 )
-from betlake.defs.gold import site_window_stats_asset, telemetry_raw, window_partitions
+from betlake.defs.gold import (
+    bronze_freshness,
+    site_window_stats_asset,
+    telemetry_raw,
+    window_partitions,
+)
 from betlake.defs.maintenance import maintain_lake
 from betlake.defs.reference import reference_assets, site_currencies_have_rates
 from betlake.defs.resources import BetlakeResource
@@ -25,6 +30,7 @@ from betlake.defs.resources import BetlakeResource
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Every definition of the code location, shaped by ``settings``."""
     partitions = window_partitions(settings)
+    freshness_checks, freshness_sensor = bronze_freshness(settings)
     return dg.Definitions(
         assets=[
             *reference_assets,
@@ -32,10 +38,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             site_window_stats_asset(partitions),
             site_window_stats_bigquery_asset(partitions),
         ],
-        asset_checks=[site_currencies_have_rates],
+        asset_checks=[site_currencies_have_rates, *freshness_checks],
         jobs=[maintain_lake, reprocess_job, reload_reference_job],
         schedules=schedules(settings),
-        sensors=[late_data_sensor],
+        sensors=[late_data_sensor, freshness_sensor],
         resources={"betlake": BetlakeResource(), "bigquery": bigquery_resource(settings)},
         # Runs are one step or a few light ones, and the heavy work is the Beam pipeline's: a
         # process per step would only pay Python's and Beam's start-up again.

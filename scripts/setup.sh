@@ -16,4 +16,9 @@ if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
     echo "note: nats-server is missing (apt-get install nats-server); the NATS source needs it" >&2
   fi
 fi
+# the browser tests drive Debian's chromium (Playwright's own browser download cannot work here)
+if [ ! -x /usr/bin/chromium ]; then
+    apt-get install -y -qq chromium >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+fi
 echo "betlake installed in $(pwd)/.venv"

@@ -18,6 +18,7 @@ from betlake.core.reference import Reference
 from betlake.core.transport import describe_source
 from betlake.core.windowing import Windowing
 from streaming.kafka_source import PARTITION_METRICS
+from streaming.reporting import close_reporters, reporter_for
 from streaming.runners import counters, stream_options
 from streaming.sinks import STOPPING, CommitOffsetsFn, PublishPanesFn, StoreTelemetryFn
 from streaming.sources import StreamSource, stream_source
@@ -90,6 +91,7 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, ask_to_stop)
     failure: list[BaseException] = []
+    reporter_for(settings)  # tells Dagster what the job writes, from a thread of its own
     with stream_options(settings) as options:
         pipeline = beam.Pipeline(options=options)
         build_stream(pipeline, settings, partitions, source, drain_when_idle=drain_when_idle)
@@ -118,6 +120,7 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
         if failure and not asked.is_set():  # a cancelled job reports itself as failed
             raise failure[0]
         totals, positions = counters(result), counters(result, PARTITION_METRICS)
+    close_reporters()
     if drain_when_idle is not None and not asked.is_set():
         source.check_drained(positions)
     return {name: totals.get(name, 0) for name in COUNTERS}

@@ -34,6 +34,7 @@ from betlake.core.kafka import (
 from betlake.core.lake import Lake, time_range_filter
 from betlake.core.windowing import Windowing
 from streaming.kafka_source import PartitionRead
+from streaming.reporting import report_gold
 
 log = logging.getLogger("betlake.stream")
 STOPPING = threading.Event()  # set when the job is asked to stop: waits for Kafka give up
@@ -170,6 +171,7 @@ class PublishPanesFn(beam.DoFn):
             table = pa.Table.from_pylist(rows, schema=SITE_WINDOW_STATS.schema)
             self.lake.upsert(SITE_WINDOW_STATS, table, update_when=NEWER_PANE)
             publish(self.producer, self.settings.stats_topic, rows, STOPPING)
+            report_gold(self.settings, rows)  # queued for Dagster, reported off this path
         self._log_windows(list(latest.values()))
         panes = Counter(row["pane"] for row in self.rows)
         self.tally.add(

@@ -46,7 +46,11 @@ def settings(tmp_path: Path) -> Settings:
     """Settings pointing at an empty lake and the hand-written reference files."""
     reference = write_reference_csv(tmp_path / "reference")
     return Settings.from_env(
-        {"BETLAKE_LAKE": str(tmp_path / "lake"), "BETLAKE_REFERENCE": str(reference)}
+        {
+            "BETLAKE_LAKE": str(tmp_path / "lake"),
+            "BETLAKE_REFERENCE": str(reference),
+            "DAGSTER_HOME": str(tmp_path / "dagster_home"),  # never the project's instance
+        }
     )
 
 

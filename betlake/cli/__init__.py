@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -159,31 +158,6 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> None:
     console.print(str(ingest_files(settings, args.files)))
 
 
-def dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME, default ``./dagster_home``; it must hold the instance's dagster.yaml."""
-    home = settings.dagster_home
-    if not (home / "dagster.yaml").is_file():
-        raise BetlakeError(
-            f"no Dagster instance at {home} (run from the project root or set DAGSTER_HOME)"
-        )
-    return home
-
-
-def materialize(
-    settings: Settings, selection: list[str], partition_range: tuple[str, str] | None = None
-) -> None:
-    """Run assets on the local Dagster instance, as ``dagster asset materialize`` does."""
-    command = [
-        sys.executable, "-m", "dagster", "asset", "materialize",
-        "-m", "betlake.definitions", "--select", ",".join(selection),
-    ]  # fmt: skip
-    if partition_range:
-        command += ["--partition-range", "...".join(partition_range)]
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home(settings))}
-    if subprocess.run(command, env=env, check=False).returncode:
-        raise BetlakeError(f"the Dagster run of {', '.join(selection)} failed (see its log above)")
-
-
 def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
     import logging
 
@@ -227,12 +201,25 @@ def cmd_dataflow_job(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_reference(args: argparse.Namespace, settings: Settings) -> None:
-    materialize(settings, ["bet_sites", "players", "fx_rates"])
-    console.print(f"reference data loaded from {settings.reference}")
+    from betlake.cli.runs import run_assets
+
+    tables = ["bet_sites", "players", "fx_rates"]
+    what = f"loading the reference data from {settings.reference}"
+    done = run_assets(settings, tables, console, verbose=args.verbose, what=what, steps=3)
+    rows = ", ".join(f"{t} {done.materialized.get(t, {}).get('rows', 0):,}" for t in tables)
+    passed = sum(done.checks.values())
+    console.print(f"reference data loaded from {settings.reference}: {rows} rows; "
+                  f"{passed}/{len(done.checks)} checks passed; run {done.run_id} "
+                  f"{done.link}")  # fmt: skip
 
 
-def reprocess_windows(settings: Settings, start: datetime, end: datetime) -> None:
-    """Recompute the windows in [start, end) as one Dagster run on the local instance."""
+def reprocess_windows(
+    settings: Settings, start: datetime, end: datetime, verbose: bool = False
+) -> str:
+    """Recompute the windows in [start, end) as one Dagster run on the local instance; returns
+    the summary: range, windows, events, rows changed, the run and its link."""
+    from betlake.cli.runs import run_assets
+
     windowing = Windowing.of(settings)
     start, end = windowing.check_range(start, end, ("--start", "--end"))
     width = windowing.width
@@ -246,35 +233,52 @@ def reprocess_windows(settings: Settings, start: datetime, end: datetime) -> Non
     from betlake.defs.gold import window_partitions
 
     key = window_partitions(settings).get_partition_key_for_timestamp
-    materialize(
+    windows = int((end - start) / width)
+    span = f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) UTC"
+    done = run_assets(
         settings,
         ["site_window_stats"],
+        console,
         (key(start.timestamp()), key((end - width).timestamp())),
+        verbose=verbose,
+        what=f"recomputing {windows} windows {span}",
+        steps=windows,
     )
-    console.print(f"recomputed {int((end - start) / width)} windows [{start:%Y-%m-%d %H:%M}, "
-                  f"{end:%Y-%m-%d %H:%M}) UTC; the run is in the Dagster UI")  # fmt: skip
+    gold = done.materialized.get("site_window_stats", {})
+    return (f"recomputed {windows} windows {span}: {gold.get('events', 0):,} events, "
+            f"{gold.get('rows', 0):,} rows ({gold.get('rows_changed', 0):,} changed); "
+            f"run {done.run_id} {done.link}")  # fmt: skip
 
 
 def cmd_reprocess(args: argparse.Namespace, settings: Settings) -> None:
-    reprocess_windows(settings, args.start, args.end)
+    console.print(reprocess_windows(settings, args.start, args.end, args.verbose))
 
 
 def cmd_discard(args: argparse.Namespace, settings: Settings) -> None:
     from betlake.core.discard import discard
 
-    done = discard(settings, args.start, args.end, args.reason, args.site, args.player,
-                   args.source)  # fmt: skip
+    with console.status("moving the matching events to telemetry_discarded"):
+        done = discard(settings, args.start, args.end, args.reason, args.site, args.player,
+                       args.source)  # fmt: skip
+    recomputed = reprocess_windows(settings, done.first_window, done.end_window, args.verbose)
     console.print(f"{done.discard_id}: {done.events} events moved to telemetry_discarded "
-                  f"(undo: betlake restore {done.discard_id})")  # fmt: skip
-    reprocess_windows(settings, done.first_window, done.end_window)
+                  f"(undo: betlake restore {done.discard_id}); {recomputed}")  # fmt: skip
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
     from betlake.core.discard import restore
 
-    done = restore(settings, args.discard_id)
-    console.print(f"{done.discard_id}: {done.events} events back in telemetry_raw")
-    reprocess_windows(settings, done.first_window, done.end_window)
+    with console.status(f"putting the events of {args.discard_id} back in telemetry_raw"):
+        done = restore(settings, args.discard_id)
+    recomputed = reprocess_windows(settings, done.first_window, done.end_window, args.verbose)
+    console.print(f"{done.discard_id}: {done.events} events back in telemetry_raw; "
+                  f"{recomputed}")  # fmt: skip
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
+    from betlake.cli.status import show_status
+
+    show_status(settings, console)
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
@@ -289,6 +293,8 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> None:
     from betlake.core.processes import run_server
 
     console.print(f"Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    from betlake.cli.runs import dagster_home
+
     command = [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(args.port)]
     run_server(command, {**os.environ, "DAGSTER_HOME": str(dagster_home(settings))})
 
@@ -378,11 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
     dataflow.set_defaults(run=cmd_dataflow_job)
 
     reference = commands.add_parser("reference", help="load the reference data (Dagster run)")
+    reference.add_argument("--verbose", action="store_true", help="print the Dagster run's log")
     reference.set_defaults(run=cmd_reference)
 
     reprocess = commands.add_parser("reprocess", help="recompute windows [start, end) (Dagster)")
     reprocess.add_argument("--start", type=timestamp, required=True)
     reprocess.add_argument("--end", type=timestamp, required=True)
+    reprocess.add_argument("--verbose", action="store_true", help="print the Dagster run's log")
     reprocess.set_defaults(run=cmd_reprocess)
 
     ui = commands.add_parser("ui", help="the Dagster UI and daemon (dagster dev) on 127.0.0.1")
@@ -398,11 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", choices=["kafka", "nats", "pubsub", "file"], help="only events from here"
     )
     discard.add_argument("--reason", required=True, help="why (kept in the audit table)")
+    discard.add_argument("--verbose", action="store_true", help="print the Dagster run's log")
     discard.set_defaults(run=cmd_discard)
 
     restore = commands.add_parser("restore", help="undo a discard by its id")
     restore.add_argument("discard_id")
+    restore.add_argument("--verbose", action="store_true", help="print the Dagster run's log")
     restore.set_defaults(run=cmd_restore)
+
+    status = commands.add_parser("status", help="one screen of the system's state")
+    status.set_defaults(run=cmd_status)
 
     report = commands.add_parser("report", help="a PNG of GGR and active players per window")
     report.add_argument("--start", type=timestamp, required=True)

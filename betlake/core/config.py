@@ -74,6 +74,9 @@ class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
     pubsub_emulator_host: str | None = None  # PUBSUB_EMULATOR_HOST; unset: Google Pub/Sub
     pubsub_project: str = "betlake-local"
+    dagster_reporting: bool = True  # the stream reports its gold writes to the Dagster instance
+    dagster_url: str = "http://127.0.0.1:3000"  # the Dagster UI, for links to runs
+    bronze_freshness_seconds: int = 600  # telemetry_raw's freshness check warns after this
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -137,6 +140,11 @@ class Settings:
             nats_url=env.get("BETLAKE_NATS_URL", cls.nats_url),
             pubsub_emulator_host=env.get("PUBSUB_EMULATOR_HOST") or None,
             pubsub_project=env.get("BETLAKE_PUBSUB_PROJECT") or cls.pubsub_project,
+            dagster_reporting=_switch(env, "BETLAKE_DAGSTER_REPORTING", cls.dagster_reporting),
+            dagster_url=env.get("BETLAKE_DAGSTER_URL", cls.dagster_url).rstrip("/"),
+            bronze_freshness_seconds=_seconds(
+                env, "BETLAKE_BRONZE_FRESHNESS_SECONDS", cls.bronze_freshness_seconds
+            ),
         )
         if settings.source not in SOURCES:
             raise ConfigError(
@@ -186,6 +194,17 @@ def _words(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         return tuple(shlex.split(raw))
     except ValueError as error:
         raise ConfigError(f"{name} must be shell words ({error}), got {raw!r}") from None
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("on", "1", "true", "yes"):
+        return True
+    if raw.lower() in ("off", "0", "false", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
 
 
 def _seconds(

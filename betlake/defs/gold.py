@@ -6,9 +6,11 @@ batch mode, and replaces exactly that window range in gold in one commit.
 """
 
 import warnings
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
+import duckdb
+import pyarrow as pa
 
 from betlake.core.config import Settings
 from betlake.core.contract import (
@@ -17,6 +19,7 @@ from betlake.core.contract import (
     TELEMETRY_RAW,
     TELEMETRY_REJECTED,
 )
+from betlake.core.lake import Lake, time_range_filter
 from betlake.defs.resources import BetlakeResource
 from streaming.batch import reprocess
 
@@ -32,13 +35,58 @@ def window_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
 
 
 warnings.filterwarnings("ignore", "Parameter `backfill_policy`", dg.BetaWarning)  # used as meant
+# The last-update freshness check (and its sensor) reads the stream's observations of
+# telemetry_raw, an asset no run materializes: used as meant.
+warnings.filterwarnings("ignore", "Function `build_.*freshness_checks", dg.SupersessionWarning)
 
 telemetry_raw = dg.AssetSpec(
     TELEMETRY_RAW.name,
     group_name="bronze",
     kinds={"delta", "kafka"},
-    description="Every valid telemetry event once (stream and file ingest write it).",
+    description="Every valid telemetry event once (stream and file ingest write it); the stream"
+    " observes it (rows, last event time, last arrival).",
 )
+
+
+def bronze_freshness(
+    settings: Settings,
+) -> tuple[list[dg.AssetChecksDefinition], dg.SensorDefinition]:
+    """A check that warns when no event has reached telemetry_raw for
+    ``bronze_freshness_seconds`` (as the stream observes it), and the sensor that runs it."""
+    checks = list(
+        dg.build_last_update_freshness_checks(
+            assets=[telemetry_raw.key],
+            lower_bound_delta=timedelta(seconds=settings.bronze_freshness_seconds),
+            severity=dg.AssetCheckSeverity.WARN,
+        )
+    )
+    sensor = dg.build_sensor_for_freshness_checks(
+        freshness_checks=checks,
+        name="bronze_freshness_sensor",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    return checks, sensor
+
+
+PANE_TAG = "betlake/pane"  # the stream's materializations carry it too (ON_TIME or LATE)
+_FIGURES = [c for c in SITE_WINDOW_STATS.schema.names if c not in ("pane", "computed_at")]
+
+
+def figures_in_range(lake: Lake, start: datetime, end: datetime) -> pa.Table:
+    """Gold's figures (no pane, no computed_at) of the windows in [start, end)."""
+    return lake.scan(SITE_WINDOW_STATS, _FIGURES, time_range_filter(start, end))
+
+
+def rows_changed(before: pa.Table, after: pa.Table) -> int:
+    """Rows a reprocessing changed: new or different figures, and rows that vanished."""
+    con = duckdb.connect()
+    con.register("before", before)
+    con.register("after", after)
+    return con.execute(
+        """SELECT (SELECT count(*) FROM (FROM after EXCEPT FROM before))
+                + (SELECT count(*) FROM (SELECT window_start, site_id FROM before
+                                         EXCEPT SELECT window_start, site_id FROM after))"""
+    ).fetchone()[0]
 
 
 def site_window_stats_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -60,10 +108,12 @@ def site_window_stats_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         window = context.partition_time_window
         windows = int((window.end - window.start) / timedelta(seconds=settings.window_seconds))
         context.log.info("recomputing %d windows [%s, %s)", windows, window.start, window.end)
+        lake = betlake.lake()
+        before = figures_in_range(lake, window.start, window.end)
         report = reprocess(settings, window.start, window.end)
+        changed = rows_changed(before, figures_in_range(lake, window.start, window.end))
         summary = (
-            betlake.lake()
-            .connect()
+            lake.connect()
             .execute(
                 f"""
                 SELECT count(*), coalesce(sum(events), 0), coalesce(sum(active_players), 0),
@@ -80,16 +130,19 @@ def site_window_stats_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
             "%d windows, %d rows from %d events in %.1fs", windows, rows, events, report.seconds
         )
         return dg.MaterializeResult(
+            tags={PANE_TAG: "BATCH"},
             metadata={
+                "pane": "BATCH",
                 "windows": windows,
                 "rows": rows,
+                "rows_changed": changed,
                 "events": events,
                 "active_players": players,
                 "ggr_eur": ggr,
                 "unpriced_events": unpriced,
                 "rejected_in_lake": rejected,
                 "seconds": round(report.seconds, 2),
-            }
+            },
         )
 
     return site_window_stats

@@ -11,6 +11,7 @@ from typing import Protocol
 from betlake.core.config import Settings
 from betlake.local import broker
 from betlake.local.bigquery import BigQueryService
+from betlake.local.dagster_ui import DagsterUIService
 from betlake.local.hdfs import HdfsService
 from betlake.local.nats import NatsService
 from betlake.local.pubsub import PubSubService
@@ -69,5 +70,6 @@ SERVICES: dict[str, LocalService] = {
         S3Service(),
         HdfsService(),
         BigQueryService(),
+        DagsterUIService(),
     )
 }

@@ -90,6 +90,7 @@ def topic_settings(lake: Lake, settings: Settings, bootstrap: str, name: str) ->
         "BETLAKE_KAFKA_BOOTSTRAP": bootstrap,
         "BETLAKE_TELEMETRY_TOPIC": f"telemetry-{name}",
         "BETLAKE_STATS_TOPIC": f"stats-{name}",
+        "DAGSTER_HOME": str(settings.dagster_home),
     }
     stream = Settings.from_env(env)
     for spec in REFERENCE_TABLES:

@@ -128,6 +128,9 @@ def test_reads_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -
         ("BETLAKE_NATS_URL", "nats://10.0.0.5:4333", "nats_url", "nats://10.0.0.5:4333"),
         ("PUBSUB_EMULATOR_HOST", "127.0.0.1:8681", "pubsub_emulator_host", "127.0.0.1:8681"),
         ("BETLAKE_PUBSUB_PROJECT", "my-gcp", "pubsub_project", "my-gcp"),
+        ("BETLAKE_DAGSTER_REPORTING", "off", "dagster_reporting", False),
+        ("BETLAKE_DAGSTER_URL", "http://ops:3000/", "dagster_url", "http://ops:3000"),
+        ("BETLAKE_BRONZE_FRESHNESS_SECONDS", "120", "bronze_freshness_seconds", 120),
     ],
 )
 def test_each_variable_read(name: str, value: str, attribute: str, expected: object) -> None:
@@ -157,6 +160,7 @@ def test_relative_lake_is_made_absolute(tmp_path: Path) -> None:
                 "BETLAKE_MAX_OUT_OF_ORDERNESS_SECONDS",
                 "BETLAKE_IDLE_TIMEOUT_SECONDS",
                 "BETLAKE_MAX_CLOCK_SKEW_SECONDS",
+                "BETLAKE_BRONZE_FRESHNESS_SECONDS",
             )
             for bad in ("abc", "-1", "-300", "1.5", "", "5m", "300\nx")
         ],
@@ -183,6 +187,7 @@ def test_relative_lake_is_made_absolute(tmp_path: Path) -> None:
         ("BETLAKE_SOURCE_SHARDS", "two"),
         ("BETLAKE_ACK_DEADLINE_SECONDS", "5"),
         ("BETLAKE_ACK_DEADLINE_SECONDS", "601"),
+        ("BETLAKE_DAGSTER_REPORTING", "maybe"),
     ],
 )
 def test_bad_value_raises_config_error(name: str, value: str) -> None:
