@@ -16,11 +16,11 @@ from betlake.core.contract import (
 from betlake.core.lake import Lake, time_range_filter
 from betlake.core.reference import Reference
 from betlake.core.windowing import Windowing
-from streaming.runners import counters, pipeline_options
+from streaming.runners import batch_options, counters
 from streaming.sinks import ReplaceGoldRangeFn
 from streaming.windows import SiteWindowStats
 
-READ_CHUNK = timedelta(hours=1)  # one read (and one Beam element) per hour of event time
+READ_CHUNK = timedelta(hours=1)  # one read (one Beam element, one dask task) per hour
 
 
 class ReadRawRangeFn(beam.DoFn):
@@ -33,7 +33,6 @@ class ReadRawRangeFn(beam.DoFn):
         events = Lake(self.lake_root).scan(
             TELEMETRY_RAW, EVENT_COLUMNS, time_range_filter(*chunk, "event_time", "event_date")
         )
-        beam.metrics.Metrics.counter("betlake", "events").inc(events.num_rows)
         if events.num_rows:
             yield events
 
@@ -62,24 +61,27 @@ def reprocess(settings: Settings, start: datetime, end: datetime) -> ReprocessRe
     """Recompute every window in [start, end) from ``telemetry_raw`` and replace it in gold.
 
     Runs :class:`SiteWindowStats` in batch mode on the configured runner (see
-    :mod:`streaming.runners`); windows with no events in the range disappear from gold.
+    :mod:`streaming.runners`): the range is read in hour chunks (each within one window date;
+    on dask, one task each), the partials are merged per (window, site) (on dask, tasks by the
+    key's hash), and all rows replace the range in gold in one commit. Windows with no events
+    in the range disappear from gold.
     """
     windowing = Windowing.of(settings)
     start, end = windowing.check_range(start, end)
     Reference.from_lake(Lake(settings.lake))  # fails clearly if it is not loaded yet
     began = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options(settings, streaming=False)) as pipeline:
-        _ = (
-            pipeline
-            | "Chunks" >> beam.Create(hour_chunks(start, end))
-            | "ReadRaw" >> beam.ParDo(ReadRawRangeFn(settings.lake))
-            | "SiteWindowStats" >> SiteWindowStats(settings.lake, windowing, batch=True)
-            | "OneRange" >> beam.WindowInto(beam.window.GlobalWindows())
-            | "AllRows" >> beam.combiners.ToList()
-            | "ReplaceGold"
-            >> beam.ParDo(ReplaceGoldRangeFn(settings, start, end, datetime.now(UTC)))
-        )
-    totals = counters(pipeline.result)
+    with batch_options(settings) as options:
+        with beam.Pipeline(options=options) as pipeline:
+            _ = (
+                pipeline
+                | "Chunks" >> beam.Create(hour_chunks(start, end))
+                | "ReadRaw" >> beam.ParDo(ReadRawRangeFn(settings.lake))
+                | "SiteWindowStats" >> SiteWindowStats(settings.lake, windowing, batch=True)
+                | "AllRows" >> beam.combiners.ToList()
+                | "ReplaceGold"
+                >> beam.ParDo(ReplaceGoldRangeFn(settings, start, end, datetime.now(UTC)))
+            )
+        totals = counters(pipeline.result)
     return ReprocessReport(
         start=start,
         end=end,
