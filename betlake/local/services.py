@@ -10,6 +10,7 @@ from typing import Protocol
 
 from betlake.core.config import Settings
 from betlake.local import broker
+from betlake.local.dask import DaskService
 
 
 class LocalService(Protocol):
@@ -55,4 +56,10 @@ class KafkaService:
         return {"BETLAKE_SOURCE": "kafka", "BETLAKE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
 
 
-SERVICES: dict[str, LocalService] = {service.name: service for service in (KafkaService(),)}
+SERVICES: dict[str, LocalService] = {
+    service.name: service
+    for service in (
+        KafkaService(),
+        DaskService(),
+    )
+}
