@@ -122,4 +122,7 @@ class DaskService:
         return DaskCluster.of(settings).status()
 
     def env(self, settings: Settings) -> dict[str, str]:
-        return {"BETLAKE_RUNNER": "dask", "BETLAKE_DASK_SCHEDULER": DaskCluster.of(settings).address}
+        return {
+            "BETLAKE_RUNNER": "dask",
+            "BETLAKE_DASK_SCHEDULER": DaskCluster.of(settings).address,
+        }
