@@ -37,6 +37,22 @@ class ReadRawRangeFn(beam.DoFn):
             yield events
 
 
+class AllRows(beam.PTransform):
+    """Every row of the range as one list (``[]`` for a range without events): one group,
+    seeded so that it exists even when no row does. ``ToList`` would inject its empty default
+    through a side input, which the DaskRunner computes as a nested job inside a task, holding
+    a worker (and deadlocking a cluster of one worker thread) for the whole run."""
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        seed = rows.pipeline | "Seed" >> beam.Create([("range", None)])
+        return (
+            (rows | "OneKey" >> beam.Map(lambda row: ("range", row)), seed)
+            | "WithSeed" >> beam.Flatten()
+            | "OneGroup" >> beam.GroupByKey()
+            | "List" >> beam.MapTuple(lambda _, group: [row for row in group if row is not None])
+        )
+
+
 @dataclass(frozen=True)
 class ReprocessReport:
     """What a reprocessing run did."""
@@ -77,7 +93,7 @@ def reprocess(settings: Settings, start: datetime, end: datetime) -> ReprocessRe
                 | "Chunks" >> beam.Create(hour_chunks(start, end))
                 | "ReadRaw" >> beam.ParDo(ReadRawRangeFn(settings.lake))
                 | "SiteWindowStats" >> SiteWindowStats(settings.lake, windowing, batch=True)
-                | "AllRows" >> beam.combiners.ToList()
+                | "AllRows" >> AllRows()
                 | "ReplaceGold"
                 >> beam.ParDo(ReplaceGoldRangeFn(settings, start, end, datetime.now(UTC)))
             )
