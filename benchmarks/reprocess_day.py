@@ -133,52 +133,53 @@ def main() -> None:
     import dagster as dg
 
     runners = ["local", "dask"] if args.runner == "dask" else ["local"]
-    results: dict[str, tuple[float, float, bool]] = {}
+    inner: dict[str, list[float]] = defaultdict(list)  # the Beam pipeline, inside the run
+    runs: dict[str, list[float]] = defaultdict(list)  # the whole Dagster run
+    agree: dict[str, bool] = {}
     duck: list[float] = []
     with ExitStack() as stack, dg.DagsterInstance.from_config(str(home)) as instance:
-        for runner in runners:
-            run_env = env | {"BETLAKE_RUNNER": runner}
-            if runner == "dask":
-                scheduler = stack.enter_context(local_dask_cluster(os.cpu_count() or 1))
-                run_env["BETLAKE_DASK_SCHEDULER"] = scheduler
-                record_task_stream(scheduler)
-            runs = []
-            for attempt in range(args.repeats):
+        envs = {runner: env | {"BETLAKE_RUNNER": runner} for runner in runners}
+        if "dask" in envs:
+            scheduler = stack.enter_context(local_dask_cluster(os.cpu_count() or 1))
+            envs["dask"]["BETLAKE_DASK_SCHEDULER"] = scheduler
+            record_task_stream(scheduler)
+        for attempt in range(args.repeats):  # the runners alternate: both see the same load
+            for runner, run_env in envs.items():
                 began = time.time()
-                runs.append(
+                runs[runner].append(
                     timed(lambda e=run_env: subprocess.run(command, env=e, check=True,
                                                            capture_output=True))
                 )  # fmt: skip
-                con = lake.connect()
-                duck.append(
-                    timed(lambda c=con: c.sql(DUCKDB_FIGURES.format(day=DAY.date())).arrow())
-                )
-                print(f"{runner} run {attempt + 1}: dagster run {runs[-1]:.2f}s, "
-                      f"duckdb {duck[-1]:.2f}s")  # fmt: skip
-            inner = [
-                record.asset_materialization.metadata["seconds"].value
-                for record in instance.fetch_materializations(
-                    dg.AssetKey("site_window_stats"), limit=args.repeats
+                (latest,) = instance.fetch_materializations(
+                    dg.AssetKey("site_window_stats"), limit=1
                 ).records
-            ]
-            agree = truth == lake.connect().execute(GOLD_FIGURES).fetchall()
-            results[runner] = (statistics.median(inner), statistics.median(runs), agree)
-            if runner == "dask":
-                task_stream_estimate(scheduler, began, results[runner][0])
+                inner[runner].append(latest.asset_materialization.metadata["seconds"].value)
+                con = lake.connect()
+                agree[runner] = agree.get(runner, True) and (
+                    truth == con.execute(GOLD_FIGURES).fetchall()
+                )
+                print(f"{runner} run {attempt + 1}: dagster run {runs[runner][-1]:.2f}s, "
+                      f"pipeline {inner[runner][-1]:.2f}s")  # fmt: skip
+                if runner == "dask" and attempt == args.repeats - 1:
+                    task_stream_estimate(scheduler, began, inner[runner][-1])
+            con = lake.connect()
+            duck.append(timed(lambda c=con: c.sql(DUCKDB_FIGURES.format(day=DAY.date())).arrow()))
+            print(f"duckdb {duck[-1]:.2f}s")
         run_count = len(instance.get_runs())
     gold_rows = lake.connect().execute("SELECT count(*) FROM site_window_stats").fetchone()[0]
     d = statistics.median(duck)
     print(f"\n{args.events:,} events, 288 windows, {gold_rows:,} gold rows, {run_count} runs")
     print(f"duckdb query (baseline)              median {d:6.2f}s")
-    for runner, (i, r, agree) in results.items():
+    for runner in runners:
+        i, r = statistics.median(inner[runner]), statistics.median(runs[runner])
         print(f"{runner:5} Beam pipeline in run         median {i:6.2f}s  ratio {i / d:5.2f}x")
         print(f"{runner:5} whole Dagster run            median {r:6.2f}s  ratio {r / d:5.2f}x")
-        print(f"{runner:5} figures agree with DuckDB row for row: {'yes' if agree else 'NO'}")
-    if "dask" in results:
-        (local, local_run, _), (dask, dask_run, _) = results["local"], results["dask"]
-        print(
-            f"dask / local: pipeline {dask / local:4.2f}x, whole run {dask_run / local_run:4.2f}x"
-        )
+        print(f"{runner:5} figures agree with DuckDB row for row: "
+              f"{'yes' if agree[runner] else 'NO'}")  # fmt: skip
+    if "dask" in runners:
+        pipeline = statistics.median(inner["dask"]) / statistics.median(inner["local"])
+        whole = statistics.median(runs["dask"]) / statistics.median(runs["local"])
+        print(f"dask / local: pipeline {pipeline:4.2f}x, whole run {whole:4.2f}x")
     if not args.keep:
         shutil.rmtree(work)
 
