@@ -16,11 +16,11 @@ from betlake.core.contract import (
 from betlake.core.lake import Lake, time_range_filter
 from betlake.core.reference import Reference
 from betlake.core.windowing import Windowing
-from streaming.runners import counters, pipeline_options
+from streaming.runners import batch_options, counters
 from streaming.sinks import ReplaceGoldRangeFn
 from streaming.windows import SiteWindowStats
 
-READ_CHUNK = timedelta(hours=1)  # one read (and one Beam element) per hour of event time
+READ_CHUNK = timedelta(hours=1)  # one read (one Beam element, one dask task) per hour
 
 
 class ReadRawRangeFn(beam.DoFn):
@@ -33,9 +33,24 @@ class ReadRawRangeFn(beam.DoFn):
         events = self.lake.scan(
             TELEMETRY_RAW, EVENT_COLUMNS, time_range_filter(*chunk, "event_time", "event_date")
         )
-        beam.metrics.Metrics.counter("betlake", "events").inc(events.num_rows)
         if events.num_rows:
             yield events
+
+
+class AllRows(beam.PTransform):
+    """Every row of the range as one list (``[]`` for a range without events): one group,
+    seeded so that it exists even when no row does. ``ToList`` would inject its empty default
+    through a side input, which the DaskRunner computes as a nested job inside a task, holding
+    a worker (and deadlocking a cluster of one worker thread) for the whole run."""
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        seed = rows.pipeline | "Seed" >> beam.Create([("range", None)])
+        return (
+            (rows | "OneKey" >> beam.Map(lambda row: ("range", row)), seed)
+            | "WithSeed" >> beam.Flatten()
+            | "OneGroup" >> beam.GroupByKey()
+            | "List" >> beam.MapTuple(lambda _, group: [row for row in group if row is not None])
+        )
 
 
 @dataclass(frozen=True)
@@ -70,8 +85,7 @@ def build_reprocess(
         | "Chunks" >> beam.Create(hour_chunks(start, end))
         | "ReadRaw" >> beam.ParDo(ReadRawRangeFn(Lake.of(settings)))
         | "SiteWindowStats" >> SiteWindowStats(Lake.of(settings), windowing, batch=True)
-        | "OneRange" >> beam.WindowInto(beam.window.GlobalWindows())
-        | "AllRows" >> beam.combiners.ToList()
+        | "AllRows" >> AllRows()
         | "ReplaceGold" >> beam.ParDo(ReplaceGoldRangeFn(settings, start, end, datetime.now(UTC)))
     )
     return start, end
@@ -81,12 +95,16 @@ def reprocess(settings: Settings, start: datetime, end: datetime) -> ReprocessRe
     """Recompute every window in [start, end) from ``telemetry_raw`` and replace it in gold.
 
     Runs :class:`SiteWindowStats` in batch mode on the configured runner (see
-    :mod:`streaming.runners`); windows with no events in the range disappear from gold.
+    :mod:`streaming.runners`): the range is read in hour chunks (each within one window date;
+    on dask, one task each), the partials are merged per (window, site) (on dask, tasks by the
+    key's hash), and all rows replace the range in gold in one commit. Windows with no events
+    in the range disappear from gold.
     """
     began = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options(settings, streaming=False)) as pipeline:
-        start, end = build_reprocess(pipeline, settings, start, end)
-    totals = counters(pipeline.result)
+    with batch_options(settings) as options:
+        with beam.Pipeline(options=options) as pipeline:
+            start, end = build_reprocess(pipeline, settings, start, end)
+        totals = counters(pipeline.result)
     return ReprocessReport(
         start=start,
         end=end,

@@ -39,7 +39,7 @@ class DagsterReporter:
     def __init__(
         self, settings: Settings, flush_seconds: float = 2.0, observe_seconds: float = 30.0
     ) -> None:
-        self.settings, self.lake = settings, Lake(settings.lake)
+        self.settings, self.lake = settings, Lake.of(settings)
         self.flush_seconds, self.observe_seconds = flush_seconds, observe_seconds
         self.inbox: queue.SimpleQueue[list[dict] | threading.Event | None] = queue.SimpleQueue()
         self.due: set[datetime] = set()  # windows written since they were last reported

@@ -1,8 +1,11 @@
-"""Beam runner options: the same pipeline on the local runners, Flink or Dataflow.
+"""Beam runner options: the same pipeline on the local runners, dask, Flink or Dataflow.
 
 ``BETLAKE_RUNNER`` picks the platform: ``local`` (default; Prism for the stream, the in-process
-FnApiRunner for batch), ``flink`` or ``dataflow``; ``BETLAKE_PIPELINE_ARGS`` adds any Beam options
-(``--flink_master=host:8081``, ``--project=... --region=... --temp_location=gs://...``).
+FnApiRunner for batch), ``dask`` (batch on Beam's DaskRunner, on the ``dask.distributed``
+scheduler at ``BETLAKE_DASK_SCHEDULER`` or on a ``LocalCluster`` of one worker process per core
+started for the run; the stream, which the DaskRunner cannot run, stays on Prism), ``flink`` or
+``dataflow``; ``BETLAKE_PIPELINE_ARGS`` adds any Beam options (``--flink_master=host:8081``,
+``--project=... --region=... --temp_location=gs://...``, ``--dask_npartitions=...``).
 :func:`dataflow_job` translates a pipeline for Dataflow offline, without submitting it.
 """
 
@@ -15,8 +18,10 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,10 +34,12 @@ from apache_beam.runners.runner import PipelineResult
 from google.protobuf import json_format
 
 from betlake.core.config import ConfigError, Settings
+from betlake.local.daemon import port_answers
 
 log = logging.getLogger("betlake.stream")
 prism_log = logging.getLogger("betlake.prism")
-BEAM_RUNNERS = {"flink": "FlinkRunner", "dataflow": "DataflowRunner"}  # the non-local platforms
+BEAM_RUNNERS = {"flink": "FlinkRunner", "dataflow": "DataflowRunner"}  # stream and batch there
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner"  # the module of Beam's DaskRunner
 
 
 def prism_binary(cache: Path) -> Path:
@@ -99,12 +106,22 @@ def prism_server(cache: Path, timeout: float = 60) -> Iterator[str]:
 
 
 def pipeline_options(
-    settings: Settings, streaming: bool, job_endpoint: str | None = None
+    settings: Settings,
+    streaming: bool,
+    job_endpoint: str | None = None,
+    dask_scheduler: str | None = None,
 ) -> PipelineOptions:
     """Options for a stream (``streaming``) or batch run on the configured platform; a local
-    stream runs on the Prism job server at ``job_endpoint`` (see :func:`prism_server`)."""
-    if settings.runner != "local":
+    stream runs on the Prism job server at ``job_endpoint`` (see :func:`prism_server`), a dask
+    batch on the scheduler at ``dask_scheduler`` (else ``BETLAKE_DASK_SCHEDULER``)."""
+    if settings.runner in BEAM_RUNNERS:
         args = [f"--runner={BEAM_RUNNERS[settings.runner]}"]
+    elif settings.runner == "dask" and not streaming:
+        # One task per element of the first step (a read chunk); the DaskRunner's default
+        # puts 128 in one task, which would read a whole backfill on one worker.
+        args = [f"--runner={DASK_RUNNER}.DaskRunner", "--dask_partition_size=1"]
+        if dask_scheduler or settings.dask_scheduler:
+            args.append(f"--dask_client_address={dask_scheduler or settings.dask_scheduler}")
     elif streaming:
         args = ["--runner=PrismRunner", "--environment_type=LOOPBACK"]
         if job_endpoint:
@@ -124,7 +141,7 @@ def pipeline_options(
 def stream_options(settings: Settings) -> Iterator[PipelineOptions]:
     """Options for the stream on the configured platform; locally, with its own Prism server
     for as long as the block runs."""
-    if settings.runner != "local":
+    if settings.runner in BEAM_RUNNERS:
         yield pipeline_options(settings, streaming=True)
         return
     with prism_server(settings.cache) as endpoint:
@@ -161,7 +178,55 @@ def dataflow_job(
     return graph
 
 
+@contextmanager
+def local_dask_cluster(workers: int) -> Iterator[str]:
+    """A ``dask.distributed`` LocalCluster on 127.0.0.1 (``workers`` processes of one thread,
+    its dashboard on a free port) for as long as the block runs: yields its address."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING,
+    ) as cluster:  # fmt: skip
+        log.info("dask LocalCluster of %d workers, dashboard %s", workers, cluster.dashboard_link)
+        yield cluster.scheduler_address
+
+
+@contextmanager
+def batch_options(settings: Settings) -> Iterator[PipelineOptions]:
+    """Options for a batch run on the configured platform; on dask without a scheduler, with a
+    LocalCluster of one worker process per core for as long as the block runs."""
+    if settings.runner != "dask":
+        yield pipeline_options(settings, streaming=False)
+        return
+    if settings.dask_scheduler:
+        host, port = settings.dask_scheduler.split("://", 1)[1].rsplit(":", 1)
+        if not port_answers(int(port), host.strip("[]"), timeout=5):
+            raise ConfigError(
+                f"no dask scheduler answers at {settings.dask_scheduler} (BETLAKE_DASK_SCHEDULER)"
+            )
+        yield pipeline_options(settings, streaming=False)
+        return
+    with local_dask_cluster(os.cpu_count() or 1) as address:
+        yield pipeline_options(settings, streaming=False, dask_scheduler=address)
+
+
 def counters(result: PipelineResult, namespace: str = "betlake") -> dict[str, int]:
-    """The counters in ``namespace`` of a finished (or cancelled) pipeline run."""
+    """The counters in ``namespace`` of a finished (or cancelled) pipeline run.
+
+    Beam 2.77's DaskRunner keeps no metrics: there, the tallies (dicts of counts) that the
+    pipeline's last step output are summed, and the run's dask client is closed.
+    """
+    dask_runner = sys.modules.get(DASK_RUNNER)
+    if dask_runner is not None and isinstance(result, dask_runner.DaskRunnerResult):
+        try:
+            outputs = result.client.gather(result.futures)
+        finally:
+            result.client.close()
+        totals: Counter[str] = Counter()
+        for output in outputs:
+            for tallies in output:
+                totals.update(tallies)
+        return dict(totals)
     query = result.metrics().query(MetricsFilter().with_namespace(namespace))
     return {c.key.metric.name: int(c.committed or 0) for c in query["counters"]}

@@ -225,6 +225,24 @@ class KeyByWindowFn(beam.DoFn):
         yield f"{start}|{site_id}", SitePane(site_id, start, end, figures, pane.timing)
 
 
+def key_by_window(element: tuple[str, SiteWindow]) -> tuple[tuple[int, str], SiteWindow]:
+    """``(site_id, partial)`` -> ``((window start, site_id), partial)``: a batch run names the
+    window in the key, not in Beam's windows (see :class:`SiteWindowStats`)."""
+    site_id, partial = element
+    return (partial.window_start_us, site_id), partial
+
+
+class BatchPaneFn(beam.DoFn):
+    """``((window start, site_id), figures)`` -> the window's one :class:`SitePane`."""
+
+    def __init__(self, windowing: Windowing) -> None:
+        self.size_us = windowing.window_us
+
+    def process(self, element: tuple[tuple[int, str], SiteWindow]):
+        (start, site_id), figures = element
+        yield SitePane(site_id, start, start + self.size_us, figures, PaneInfoTiming.ON_TIME)
+
+
 class AccumulatePanesFn(beam.DoFn):
     """Discarding panes of one (window, site) -> its running total, one output per pane.
 
@@ -309,7 +327,10 @@ class SiteWindowStats(beam.PTransform):
       per late batch (LATE) for as long as Beam keeps the window
       (:attr:`Windowing.beam_lateness_seconds`; the source already left too-late events out);
       every pane carries the window's whole current value;
-    * batch (``batch=True``): every window fires exactly once (BATCH), nothing to accumulate.
+    * batch (``batch=True``): every window gives exactly one row (BATCH), nothing to
+      accumulate. The window is named in the key, (window start, site), not by Beam's windows:
+      the same partials and merge, on any batch runner, the DaskRunner included (in Beam 2.77 it
+      runs ``WindowInto`` as a no-op and groups by key alone, every element in the global window).
     """
 
     def __init__(self, lake: Lake, windowing: Windowing, *, batch: bool) -> None:
@@ -319,10 +340,18 @@ class SiteWindowStats(beam.PTransform):
         self.batch = batch
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        lateness = 0 if self.batch else self.windowing.beam_lateness_seconds
+        partials = batches | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.windowing, self.lake))
+        if self.batch:
+            return (
+                partials
+                | "KeyByWindowAndSite" >> beam.Map(key_by_window)
+                | "MergePerWindowAndSite" >> beam.CombinePerKey(MergeSiteWindowsFn())
+                | "BatchPane" >> beam.ParDo(BatchPaneFn(self.windowing))
+                | "ToStatsRows" >> beam.ParDo(ToStatsRowFn(self.lake, self.batch))
+            )
+        lateness = self.windowing.beam_lateness_seconds
         panes = (
-            batches
-            | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.windowing, self.lake))
+            partials
             | "EventTimeWindows"
             >> beam.WindowInto(
                 EventWindows(self.windowing),
@@ -332,13 +361,7 @@ class SiteWindowStats(beam.PTransform):
             )
             | "MergePerSite" >> beam.CombinePerKey(MergeSiteWindowsFn())
             | "KeyByWindow" >> beam.ParDo(KeyByWindowFn())
+            | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+            | "Accumulate" >> beam.ParDo(AccumulatePanesFn(self.windowing))
         )
-        if self.batch:
-            panes = panes | "OnePane" >> beam.Values()
-        else:
-            panes = (
-                panes
-                | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-                | "Accumulate" >> beam.ParDo(AccumulatePanesFn(self.windowing))
-            )
         return panes | "ToStatsRows" >> beam.ParDo(ToStatsRowFn(self.lake, self.batch))

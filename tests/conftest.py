@@ -1,7 +1,10 @@
-"""Shared fixtures: a tiny hand-written reference set and a lake in a temporary folder."""
+"""Shared fixtures: a tiny hand-written reference set, a lake in a temporary folder, and the
+batch runners (a real dask LocalCluster, started once per session)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 from betlake.core.config import Settings
 from betlake.core.lake import Lake
 from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
+from streaming.runners import local_dask_cluster
 
 REFERENCE_CSV = {
     "bet_sites": """site_id,name,brand,country,currency,timezone
@@ -61,3 +65,24 @@ def loaded_lake(settings: Settings) -> Lake:
     for spec in REFERENCE_TABLES:
         lake.overwrite(spec, read_reference_csv(spec, settings.reference, datetime.now(UTC)))
     return lake
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> Iterator[str]:
+    """The address of a real dask LocalCluster (2 worker processes) living as long as the
+    test session."""
+    with local_dask_cluster(workers=2) as address:
+        yield address
+
+
+@pytest.fixture(params=["local", "dask"])
+def batch_settings(
+    request: pytest.FixtureRequest, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """The test settings on each batch runner (dask: on the session's LocalCluster), also
+    exported, as a Dagster run reads them from the environment."""
+    scheduler = request.getfixturevalue("dask_scheduler") if request.param == "dask" else None
+    monkeypatch.setenv("BETLAKE_RUNNER", request.param)
+    if scheduler:
+        monkeypatch.setenv("BETLAKE_DASK_SCHEDULER", scheduler)
+    return replace(settings, runner=request.param, dask_scheduler=scheduler)

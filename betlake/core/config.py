@@ -23,7 +23,7 @@ class ConfigError(BetlakeError):
 
 
 _KAFKA_OPTION_PREFIX = "BETLAKE_KAFKA_OPT_"
-RUNNERS = ("local", "flink", "dataflow")  # BETLAKE_RUNNER: where Beam pipelines run
+RUNNERS = ("local", "dask", "flink", "dataflow")  # BETLAKE_RUNNER: where Beam pipelines run
 LAKE_SCHEMES = ("file", "s3", "gs", "hdfs")  # BETLAKE_LAKE: a folder, or an object store URI
 SOURCES = ("kafka", "nats", "pubsub")  # BETLAKE_SOURCE: the stream's transport
 
@@ -55,6 +55,7 @@ class Settings:
     kafka_options: Mapping[str, str] = field(default_factory=dict)
     runner: str = "local"
     pipeline_args: tuple[str, ...] = ()  # extra Beam options (BETLAKE_PIPELINE_ARGS, shell words)
+    dask_scheduler: str | None = None  # runner dask: tcp://host:port; unset: a LocalCluster
     cache: Path = field(default_factory=_default_cache)  # fetched tools: Kafka jars, Prism
     dagster_home: Path = Path("dagster_home")  # DAGSTER_HOME, made absolute by from_env
     bigquery_endpoint: str | None = None  # unset: Google BigQuery
@@ -112,6 +113,7 @@ class Settings:
             },
             runner=env.get("BETLAKE_RUNNER", cls.runner),
             pipeline_args=_words(env, "BETLAKE_PIPELINE_ARGS"),
+            dask_scheduler=_address(env, "BETLAKE_DASK_SCHEDULER"),
             cache=Path(env.get("BETLAKE_CACHE") or _default_cache()).expanduser(),
             dagster_home=Path(env.get("DAGSTER_HOME", str(cls.dagster_home))).resolve(),
             bigquery_endpoint=env.get("BETLAKE_BIGQUERY_ENDPOINT") or None,
@@ -194,6 +196,19 @@ def _words(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         return tuple(shlex.split(raw))
     except ValueError as error:
         raise ConfigError(f"{name} must be shell words ({error}), got {raw!r}") from None
+
+
+def _address(env: Mapping[str, str], name: str) -> str | None:
+    """A scheduler address ``tcp://host:port`` (``host:port`` is taken as tcp), or None."""
+    raw = env.get(name) or None
+    if raw is None:
+        return None
+    address = raw if "://" in raw else f"tcp://{raw}"
+    scheme, _, rest = address.partition("://")
+    host, sep, port = rest.rpartition(":")
+    if scheme not in ("tcp", "tls") or not sep or not host or not port.isdigit():
+        raise ConfigError(f"{name} must be an address tcp://host:port, got {raw!r}")
+    return address
 
 
 def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -1,8 +1,9 @@
 """Gold: ``site_window_stats`` as a 5-minute partitioned asset, recomputed by the one pipeline.
 
 A run over any partition range (one partition, a day, a backfill) reads that range of
-``telemetry_raw``, runs :class:`streaming.windows.SiteWindowStats` on the local Beam runner in
-batch mode, and replaces exactly that window range in gold in one commit.
+``telemetry_raw``, runs :class:`streaming.windows.SiteWindowStats` in batch mode on the
+configured runner (``BETLAKE_RUNNER``: the local one, or dask), and replaces exactly that window
+range in gold in one commit.
 """
 
 import warnings

@@ -12,6 +12,7 @@ from betlake.core.config import Settings
 from betlake.local import broker
 from betlake.local.bigquery import BigQueryService
 from betlake.local.dagster_ui import DagsterUIService
+from betlake.local.dask import DaskService
 from betlake.local.hdfs import HdfsService
 from betlake.local.nats import NatsService
 from betlake.local.pubsub import PubSubService
@@ -71,5 +72,6 @@ SERVICES: dict[str, LocalService] = {
         HdfsService(),
         BigQueryService(),
         DagsterUIService(),
+        DaskService(),
     )
 }

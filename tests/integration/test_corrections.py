@@ -43,10 +43,10 @@ def tick(instance: dg.DagsterInstance, cursor: str | None):
 
 
 def test_sensor_requests_one_run_per_range_of_late_windows(
-    env: Settings, loaded_lake: Lake, instance, tmp_path: Path
+    env: Settings, batch_settings: Settings, loaded_lake: Lake, instance, tmp_path: Path
 ) -> None:
     ingest_scenario(env, tmp_path)
-    reprocess(env, DAY, DAY + timedelta(days=1, minutes=10))
+    reprocess(batch_settings, DAY, DAY + timedelta(days=1, minutes=10))
     requests, cursor = tick(instance, None)
     assert requests == []  # everything ingested so far is in the reprocessed figures
 
@@ -68,7 +68,7 @@ def test_sensor_requests_one_run_per_range_of_late_windows(
         )  # fmt: skip
         assert result.success
     after_runs = [{k: v for k, v in r.items() if k != "pane"} for r in gold_rows(loaded_lake)]
-    reprocess(env, DAY, DAY + timedelta(days=1, minutes=10))  # everything, from scratch
+    reprocess(batch_settings, DAY, DAY + timedelta(days=1, minutes=10))  # all, from scratch
     assert after_runs == [
         {k: v for k, v in r.items() if k != "pane"} for r in gold_rows(loaded_lake)
     ]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from betlake.core.config import Settings
 from betlake.core.contract import BET_SITES, SITE_WINDOW_STATS
@@ -80,38 +81,47 @@ def test_bad_reference_file_fails_loudly_and_keeps_the_last_good_table(
     assert Lake.of(env).scan(BET_SITES).num_rows == 3  # the good table is still there
 
 
-def test_partition_range_run_replaces_exactly_its_range(
-    env: Settings, loaded_lake: Lake, instance, tmp_path: Path
+def test_partition_range_run_of_a_day_replaces_exactly_that_day(
+    env: Settings, batch_settings: Settings, loaded_lake: Lake, instance, tmp_path: Path
 ) -> None:
     ingest_scenario(env, tmp_path)
-    reprocess(env, A, datetime(2026, 11, 25, 0, 10, tzinfo=UTC))
-    outside = gold_rows(loaded_lake)[-1]  # B..C is outside the range run below
-    stale = {**outside, "window_start": A, "window_end": B, "site_id": "s-gone"}
-    stale |= {"computed_at": datetime.now(UTC), "window_date": A.date()}
+    reprocess(env, A, datetime(2026, 11, 25, 0, 10, tzinfo=UTC))  # on the local runner
+    outside = gold_rows(loaded_lake)[-1]  # B..C is outside the day run below
+    noon = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    stale = [
+        {**outside, "window_start": start, "window_end": start + (B - A), "site_id": "s-gone",
+         "computed_at": datetime.now(UTC), "window_date": start.date()}
+        for start in (A, noon)
+    ]  # fmt: skip
     loaded_lake.append(
-        SITE_WINDOW_STATS, pa.Table.from_pylist([stale], schema=SITE_WINDOW_STATS.schema)
+        SITE_WINDOW_STATS, pa.Table.from_pylist(stale, schema=SITE_WINDOW_STATS.schema)
     )
-    assert len(gold_rows(loaded_lake)) == 6
+    after_day = loaded_lake.scan(SITE_WINDOW_STATS, where=ds.field("window_start") >= B)
+    assert len(gold_rows(loaded_lake)) == 7
 
     result = dg.materialize(
         [site_window_stats],
         instance=instance,
         resources={"betlake": BetlakeResource()},
         tags={
-            "dagster/asset_partition_range_start": "2026-11-24-23:55",
-            "dagster/asset_partition_range_end": "2026-11-25-00:00",
+            "dagster/asset_partition_range_start": "2026-11-24-00:00",
+            "dagster/asset_partition_range_end": "2026-11-24-23:55",
         },
     )
 
-    assert result.success
-    assert gold_rows(loaded_lake) == EXPECTED  # the stale row in range is gone
+    assert result.success and len(instance.get_runs()) == 1
+    assert gold_rows(loaded_lake) == EXPECTED  # the stale rows of the day are gone
+    # the rows after the day are the very rows written before (same computed_at)
+    assert loaded_lake.scan(SITE_WINDOW_STATS, where=ds.field("window_start") >= B).sort_by(
+        "site_id"
+    ) == after_day.sort_by("site_id")
     materialized = instance.get_materialized_partitions(dg.AssetKey("site_window_stats"))
-    assert materialized == {"2026-11-24-23:55", "2026-11-25-00:00"}
+    assert materialized == {f"2026-11-24-{m // 60:02d}:{m % 60:02d}" for m in range(0, 1440, 5)}
     (event,) = result.get_asset_materialization_events()[:1]
     metadata = event.materialization.metadata
-    assert metadata["rows"].value == 5
-    assert metadata["events"].value == 15
-    assert metadata["windows"].value == 2
+    assert metadata["rows"].value == 3
+    assert metadata["events"].value == 12
+    assert metadata["windows"].value == 288
 
 
 def betlake_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,8 @@
 """Metric correctness on real Delta tables: a hand-built scenario, its expected rows written out.
 
 Covers FX fallback to the latest earlier date, missing rates, an unknown site, VIP counting,
-duplicates, half-even rounding of exact sums, and windows either side of midnight.
+duplicates, half-even rounding of exact sums, and windows either side of midnight; on each batch
+runner (the in-process FnApiRunner, and the DaskRunner on a real 2-worker LocalCluster).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow.dataset as ds
+
 from betlake.core.config import Settings
-from betlake.core.contract import SITE_WINDOW_STATS
+from betlake.core.contract import SITE_WINDOW_STATS, TELEMETRY_RAW
 from betlake.core.ingest import IngestReport, ingest_files
 from betlake.core.lake import Lake
 from streaming.batch import reprocess
@@ -111,12 +114,12 @@ def gold_rows(lake: Lake) -> list[dict]:
 
 
 def test_scenario_figures_match_hand_computed_rows(
-    settings: Settings, loaded_lake: Lake, tmp_path: Path
+    batch_settings: Settings, loaded_lake: Lake, tmp_path: Path
 ) -> None:
-    report = ingest_scenario(settings, tmp_path)
+    report = ingest_scenario(batch_settings, tmp_path)
     assert (report.stored, report.duplicates, report.rejected) == (15, 1, 2)
 
-    result = reprocess(settings, datetime(2026, 11, 24, 23, 0, tzinfo=UTC), C)
+    result = reprocess(batch_settings, datetime(2026, 11, 24, 23, 0, tzinfo=UTC), C)
     assert (result.events, result.gold_rows) == (15, 5)
     assert gold_rows(loaded_lake) == EXPECTED
     assert EXPECTED[0]["window_date"] == date(2026, 11, 24)
@@ -124,11 +127,26 @@ def test_scenario_figures_match_hand_computed_rows(
 
 
 def test_reprocessing_unchanged_input_gives_identical_figures(
-    settings: Settings, loaded_lake: Lake, tmp_path: Path
+    batch_settings: Settings, loaded_lake: Lake, tmp_path: Path
 ) -> None:
-    ingest_scenario(settings, tmp_path)
+    ingest_scenario(batch_settings, tmp_path)
 
-    reprocess(settings, A, C)
+    reprocess(batch_settings, A, C)
     first = gold_rows(loaded_lake)
-    reprocess(settings, A, C)
+    reprocess(batch_settings, A, C)
     assert gold_rows(loaded_lake) == first == EXPECTED
+
+
+def test_a_range_with_no_events_empties_its_windows(
+    batch_settings: Settings, loaded_lake: Lake, tmp_path: Path
+) -> None:
+    ingest_scenario(batch_settings, tmp_path)
+    reprocess(batch_settings, A, C)
+    Lake(batch_settings.lake).delete_matching(
+        TELEMETRY_RAW,
+        Lake(batch_settings.lake).scan(TELEMETRY_RAW, where=ds.field("window_start") == B),
+    )
+
+    result = reprocess(batch_settings, B, C)
+    assert (result.events, result.gold_rows) == (0, 0)
+    assert gold_rows(loaded_lake) == EXPECTED[:3]  # window B is gone, A untouched

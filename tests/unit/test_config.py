@@ -88,6 +88,9 @@ def test_reads_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -
         ),
         ("BETLAKE_RUNNER", "flink", "runner", "flink"),
         ("BETLAKE_RUNNER", "dataflow", "runner", "dataflow"),
+        ("BETLAKE_RUNNER", "dask", "runner", "dask"),
+        ("BETLAKE_DASK_SCHEDULER", "tcp://10.0.0.5:8786", "dask_scheduler", "tcp://10.0.0.5:8786"),
+        ("BETLAKE_DASK_SCHEDULER", "dask-host:8786", "dask_scheduler", "tcp://dask-host:8786"),
         (
             "BETLAKE_PIPELINE_ARGS",
             "--flink_master=host:8081 --job_name='a b'",
@@ -188,6 +191,9 @@ def test_relative_lake_is_made_absolute(tmp_path: Path) -> None:
         ("BETLAKE_ACK_DEADLINE_SECONDS", "5"),
         ("BETLAKE_ACK_DEADLINE_SECONDS", "601"),
         ("BETLAKE_DAGSTER_REPORTING", "maybe"),
+        ("BETLAKE_DASK_SCHEDULER", "dask-host"),
+        ("BETLAKE_DASK_SCHEDULER", "http://dask-host:8786"),
+        ("BETLAKE_DASK_SCHEDULER", "tcp://:8786"),
     ],
 )
 def test_bad_value_raises_config_error(name: str, value: str) -> None:

@@ -1,4 +1,5 @@
-"""Event-time semantics of :class:`streaming.windows.SiteWindowStats` in streaming mode.
+"""Event-time semantics of :class:`streaming.windows.SiteWindowStats` in streaming mode, and
+its hand-computed scenario in batch mode on each batch runner.
 
 Modelled on Beam's Java ``LeaderBoardTest``: a ``TestStream`` (imported as ``BeamTestStream``
 so that pytest does not try to collect it) feeds Arrow batches of validated events and moves
@@ -27,9 +28,10 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from betlake.core.config import Settings
-from betlake.core.contract import RawBatch, validate
+from betlake.core.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, RawBatch, validate
 from betlake.core.lake import Lake
 from betlake.core.windowing import Windowing
+from streaming.batch import reprocess
 from streaming.windows import SiteWindowStats
 
 WINDOW = 300
@@ -158,50 +160,62 @@ GB_DEPOSIT_EUR = event(
 )  # 20.00: the event's own currency wins over the site's
 
 
+# Two batches over windows A and B, and the figures of each (window, site), worked out by hand.
+SCENARIO = [
+    [*GB_ON_TIME, GB_DEPOSIT_EUR,
+     event(5, "bet_settled", "2026-11-25T00:04:00Z", "p1", "s-gb", amount=4)],
+    [event(6, "bet_placed", "2026-11-25T00:02:30Z", "p3", "s-ie", amount="7.25"),
+     event(7, "page_view", "2026-11-25T00:03:30Z", "p3", "s-ie"),
+     event(8, "bet_placed", "2026-11-25T00:04:59.999999Z", "p4", "s-jp", amount=1000),  # 6.00
+     event(9, "bet_placed", "2026-11-25T00:05:00Z", "p1", "s-gb", amount=1)],
+]  # fmt: skip
+
+
+def scenario_rows(pane: str) -> list[dict]:
+    """The scenario's rows, each window's one pane labelled ``pane``, sorted by :func:`key`."""
+    return [
+        expected(A, B, "s-gb", pane, events=5, active_players=2, vip_players=1, sessions=1,
+                 bets=2, stake_eur=Decimal("16.56"), payout_eur=Decimal("4.40"),
+                 ggr_eur=Decimal("12.16"), deposits_eur=Decimal("20.00")),
+        expected(A, B, "s-ie", pane, events=2, active_players=1, vip_players=1, bets=1,
+                 stake_eur=Decimal("7.25"), ggr_eur=Decimal("7.25")),
+        expected(A, B, "s-jp", pane, events=1, active_players=1, bets=1,
+                 stake_eur=Decimal("6.00"), ggr_eur=Decimal("6.00")),
+        expected(B, C, "s-gb", pane, events=1, active_players=1, vip_players=1, bets=1,
+                 stake_eur=Decimal("1.10"), ggr_eur=Decimal("1.10")),
+    ]  # fmt: skip
+
+
 def test_on_time_pane_has_exact_figures_once_per_site(
     settings: Settings, loaded_lake: Lake
 ) -> None:
     stream = (
         BeamTestStream()
         .advance_watermark_to(Timestamp.from_utc_datetime(A))
-        .add_elements(
-            [
-                batch(
-                    *GB_ON_TIME,
-                    GB_DEPOSIT_EUR,
-                    event(5, "bet_settled", "2026-11-25T00:04:00Z", "p1", "s-gb", amount=4),
-                )
-            ]
-        )
-        .add_elements(
-            [
-                batch(
-                    event(6, "bet_placed", "2026-11-25T00:02:30Z", "p3", "s-ie", amount="7.25"),
-                    event(7, "page_view", "2026-11-25T00:03:30Z", "p3", "s-ie"),
-                    event(
-                        8, "bet_placed", "2026-11-25T00:04:59.999999Z", "p4", "s-jp", amount=1000
-                    ),  # JPY 0.0060 -> 6.00
-                    event(9, "bet_placed", "2026-11-25T00:05:00Z", "p1", "s-gb", amount=1),
-                )
-            ]
-        )
+        .add_elements([batch(*SCENARIO[0])])
+        .add_elements([batch(*SCENARIO[1])])
         .advance_watermark_to(A_END)  # A fires; B (from 00:05:00 on) stays open
         .advance_watermark_to(Timestamp.from_utc_datetime(C))  # B fires
         .advance_watermark_to_infinity()
     )
     rows = run(settings, stream)
 
-    assert sorted(rows, key=key) == [
-        expected(A, B, "s-gb", "ON_TIME", events=5, active_players=2, vip_players=1, sessions=1,
-                 bets=2, stake_eur=Decimal("16.56"), payout_eur=Decimal("4.40"),
-                 ggr_eur=Decimal("12.16"), deposits_eur=Decimal("20.00")),
-        expected(A, B, "s-ie", "ON_TIME", events=2, active_players=1, vip_players=1, bets=1,
-                 stake_eur=Decimal("7.25"), ggr_eur=Decimal("7.25")),
-        expected(A, B, "s-jp", "ON_TIME", events=1, active_players=1, bets=1,
-                 stake_eur=Decimal("6.00"), ggr_eur=Decimal("6.00")),
-        expected(B, C, "s-gb", "ON_TIME", events=1, active_players=1, vip_players=1, bets=1,
-                 stake_eur=Decimal("1.10"), ggr_eur=Decimal("1.10")),
-    ]  # fmt: skip
+    assert sorted(rows, key=key) == scenario_rows("ON_TIME")
+
+
+def test_batch_run_gives_the_same_figures(batch_settings: Settings, loaded_lake: Lake) -> None:
+    """The scenario stored in bronze and recomputed in batch on each batch runner (the local
+    one, and the DaskRunner on a real 2-worker LocalCluster): the same figures, to the cent."""
+    for events in SCENARIO:
+        loaded_lake.append(TELEMETRY_RAW, batch(*events).value)
+
+    report = reprocess(batch_settings, A, C)
+
+    rows = loaded_lake.scan(SITE_WINDOW_STATS).to_pylist()
+    for row in rows:
+        row.pop("computed_at")
+    assert sorted(rows, key=key) == scenario_rows("BATCH")
+    assert (report.events, report.gold_rows) == (9, 4)
 
 
 def test_late_panes_carry_the_whole_window(settings: Settings, loaded_lake: Lake) -> None:
