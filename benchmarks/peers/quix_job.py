@@ -53,11 +53,12 @@ def main() -> None:
         def __call__(self, value: bytes, ctx: Any) -> dict:
             return as_value(tally.read(value))
 
+    state_dir = tempfile.TemporaryDirectory(prefix="betlake-peer-quix-")
     app = Application(
         broker_address=job.bootstrap,
         consumer_group=f"peer-quix-{time.time_ns()}",
         auto_offset_reset="earliest",
-        state_dir=tempfile.mkdtemp(prefix="betlake-peer-quix-"),
+        state_dir=state_dir.name,
     )
     topic = app.topic(
         job.topic,
@@ -109,6 +110,7 @@ def main() -> None:
     )  # fmt: skip
     sdf.update(lambda window: tally.emitted(window["events"]))
     app.run()
+    state_dir.cleanup()
     tally.report()
 
 
