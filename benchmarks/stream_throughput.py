@@ -9,13 +9,16 @@ In one invocation, on a temporary lake and a Kafka broker it starts on a free 12
   * baseline: the same windowed aggregation written naively (one Beam element per event, a
     dict per Kafka message, FixedWindows(300) with the same trigger, CombinePerKey of counts
     and sums, panes published to a topic) over the same backlog, on the same runner;
+  * peers (--peers): Bytewax, Quix Streams and a hand-written confluent-kafka loop, each in its
+    own venv (benchmarks/peers), over the same backlog topic to its end offsets;
   * live: a producer process sends --rate events/s for --rate-seconds while the job runs, event
     time running --speedup times the wall clock, and each window's first ON_TIME publish is
     compared with the moment the producer sent the first event past its end + 30 s.
 Prints the machine, N, events/s of both and their ratio, the publish delay and peak memory.
 
     .venv/bin/python -m benchmarks.stream_throughput [--events 1000000] [--hours 6]
-        [--rate 10000] [--rate-seconds 60] [--speedup 60] [--keep] [--profile]
+        [--rate 10000] [--rate-seconds 60] [--speedup 60] [--peers bytewax,quix,handwritten]
+        [--keep] [--profile]
 
 With ``--reporting-runs N`` it only reads the backlog 2N times, reporting to a Dagster instance
 (``BETLAKE_DAGSTER_REPORTING=on``) and not, alternately, and prints the medians and their ratio.
@@ -54,6 +57,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from benchmarks.peers import PEERS, run_peer
 from benchmarks.profile import Profile
 from benchmarks.reprocess_day import machine
 from betlake.core.config import Settings
@@ -613,6 +617,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10_000, help="live phase events/s")
     parser.add_argument("--rate-seconds", type=float, default=60, help="live phase duration")
     parser.add_argument("--speedup", type=float, default=60, help="live event time per second")
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help="peers to run over the backlog, comma-separated ('' for none)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--profile", action="store_true", help="py-spy the job over the backlog")
     parser.add_argument(
@@ -621,6 +630,9 @@ def main() -> None:
         "N runs each (medians); no naive or live phase",
     )  # fmt: skip
     args = parser.parse_args()
+    peers = [name for name in args.peers.split(",") if name]
+    if unknown := set(peers) - set(PEERS):
+        parser.error(f"unknown peers {', '.join(sorted(unknown))}: choose from {', '.join(PEERS)}")
 
     work = Path(tempfile.mkdtemp(prefix="betlake-stream-bench-"))
     bootstrap = f"127.0.0.1:{broker.free_port_pair()}"
@@ -705,6 +717,9 @@ def main() -> None:
         naive_events = sum(v["events"] for _, v, _ in naive_published)
         naive_windows = len(first_on_time(naive_published))
 
+        # 5. the peers over the same backlog
+        peer_figures = {name: run_peer(name, settings) for name in peers}
+
         # 3. live, rate-limited
         live = lake_settings(work / "lake-live", bootstrap, "live")
         live_span = args.rate_seconds * args.speedup
@@ -788,6 +803,18 @@ def main() -> None:
     print(f"ratio betlake/naive events/s: {done / e2e_s / naive_rate:.2f}x to "
           f"{done / e2e_low_s / naive_rate:.2f}x end to end ({done / bronze_s / naive_rate:.2f}x "
           f"betlake to bronze complete)")  # fmt: skip
+    for name, peer in peer_figures.items():
+        rate, target = peer["events_per_s"], PEERS[name].target
+        print(
+            f"peer {name:<11} {peer['seconds']:7.2f}s  {rate:9,.0f} events/s  (its distinct "
+            f"valid events / first read to last window or backlog end; read "
+            f"{peer['messages']:,} messages, dropped {peer['malformed']:,} malformed, "
+            f"{peer['duplicates']:,} duplicates and {peer['late']:,} late events (betlake "
+            f"keeps late ones in bronze), {peer['valid']:,} distinct valid; "
+            f"{peer['in_windows']:,} events in {peer['windows']:,} (window, site) figures "
+            f"emitted); betlake/{name} {done / e2e_s / rate:.2f}x to "
+            f"{done / e2e_low_s / rate:.2f}x" + (f" (target >= {target:g}x)" if target else "")
+        )
     print(f"live: {live_sent['messages']:,} messages at {live_rate:,.0f} msg/s "
           f"(asked {args.rate:,.0f}) for {args.rate_seconds:g}s, event time ~x{args.speedup:g} "
           f"(a window closed every {cadence:.1f}s); counters {live_counters}; "
