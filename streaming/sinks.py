@@ -234,6 +234,8 @@ class CommitOffsetsFn(beam.DoFn):
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
         marks = sorted(pending.read())
+        if not marks:  # a timer left from reads an earlier firing already committed
+            return
         still_open = [m for m in marks if m.open_until_us > fired.micros]
         if still_open:  # resume at the first read a window still needs, under its watermark
             upto = Committed(still_open[0].first_offset, still_open[0].watermark_us)
