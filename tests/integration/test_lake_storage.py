@@ -31,8 +31,8 @@ from tests.integration.test_site_window_stats import ingest_scenario
 pytestmark = pytest.mark.integration
 
 # The batch path and the two concurrent writers, on S3 (see the module docstring).
-test_partition_range_run_replaces_exactly_its_range = (
-    test_dagster.test_partition_range_run_replaces_exactly_its_range
+test_partition_range_run_of_a_day_replaces_exactly_that_day = (
+    test_dagster.test_partition_range_run_of_a_day_replaces_exactly_that_day
 )
 test_stream_and_reprocess_writers_on_the_same_windows = (
     test_concurrent_writers.test_stream_and_reprocess_writers_on_the_same_windows
@@ -88,6 +88,13 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request) -> Settin
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return Settings.from_env(env)
+
+
+@pytest.fixture
+def batch_settings(settings: Settings) -> Settings:
+    """The local batch runner only: the runners are compared on the local folder (test_dagster),
+    the stores here."""
+    return settings
 
 
 @pytest.mark.parametrize("settings", ["s3"], indirect=True)
