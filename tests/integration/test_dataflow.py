@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 STREAM_STAGES = {"ReadTelemetry", "StoreTelemetry", "SiteWindowStats", "PublishPanes",
                  "HoldCommitsUntilPublished", "CommitOffsets"}  # fmt: skip
-BATCH_STAGES = {"Chunks", "ReadRaw", "SiteWindowStats", "OneRange", "AllRows", "ReplaceGold"}
+BATCH_STAGES = {"Chunks", "ReadRaw", "SiteWindowStats", "AllRows", "ReplaceGold"}
 
 
 def dataflow_job(
