@@ -4,8 +4,10 @@ are final, NATS and Pub/Sub messages acknowledged once bronze holds them."""
 
 from __future__ import annotations
 
+import io
 import logging
 import signal
+import sys
 import threading
 
 import apache_beam as beam
@@ -121,16 +123,28 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
             raise failure[0]
         totals, positions = counters(result), counters(result, PARTITION_METRICS)
     close_reporters()
+    sys.stderr = sys.__stderr__
     if drain_when_idle is not None and not asked.is_set():
         source.check_drained(positions)
     return {name: totals.get(name, 0) for name in COUNTERS}
 
 
+class _DebugLog(io.TextIOBase):
+    """A stand-in for stderr that writes to the debug log."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("at shutdown: %s", text.rstrip())
+        return len(text)
+
+
 def _quiet_shutdown() -> None:
     """A stop asked for is not an error: the runner's and the worker threads' complaints about
-    the cancelled pipeline (closed streams, failed bundles) go to the debug log."""
+    the cancelled pipeline (closed streams, failed bundles; Beam's worker prints the traceback
+    of a failed bundle to stderr itself) go to the debug log until the job returns."""
     for name in ("betlake.prism", "apache_beam"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    sys.stderr = _DebugLog()
 
     def to_debug(hook: threading.ExceptHookArgs) -> None:
         log.debug("worker thread %s ended at shutdown: %r", hook.thread, hook.exc_value)

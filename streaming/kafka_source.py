@@ -190,6 +190,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         return 1
 
     def setup(self) -> None:
+        self._closing = False
         self._consumers: dict[int, object] = {}
         self._positions: dict[int, int] = {}
         self._clocks: dict[int, PartitionWatermark] = {}
@@ -210,6 +211,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         return EventLedger(bronze, self.partitions, self.windowing)
 
     def teardown(self) -> None:
+        self._closing = True  # a read still running on another thread ends quietly
         for consumer in self._consumers.values():
             consumer.close()
 
@@ -238,7 +240,12 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
                 settings.max_out_of_orderness_seconds, settings.idle_timeout_seconds
             ),
         )
-        polled = consume(consumer, settings, self.batch_size, self.poll_seconds)
+        try:
+            polled = consume(consumer, settings, self.batch_size, self.poll_seconds)
+        except RuntimeError:  # "Consumer closed": the worker shuts down under this read
+            if self._closing:
+                return
+            raise
         claimed = []
         for message in polled:
             if not tracker.try_claim(message.offset()):

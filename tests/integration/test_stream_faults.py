@@ -45,7 +45,7 @@ def tail(text: str, lines: int = 25) -> str:
 
 CASES = [("kafka", "drained"), ("kafka", "kill-9"), ("kafka", "sigterm"), ("nats", "kill-9"),
          ("pubsub", "kill-9")]  # fmt: skip
-# NATS and Pub/Sub: 110 s, too-late events at 30-50 s, the sparse tail from 80 s
+# The restart cases: 110 s, too-late events at 30-50 s, the sparse tail from 80 s
 SHORT = Workload(seconds=110, too_late_at=((30, 50),))
 
 
