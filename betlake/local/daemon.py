@@ -144,6 +144,8 @@ class Daemon:
                 os.kill(pid, signal.SIGKILL)
                 while self.pid() is not None:
                     time.sleep(0.05)
+        while not _exited(pid):  # its argv goes before its files do: wait for its ports
+            time.sleep(0.01)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -152,6 +154,20 @@ class Daemon:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` has finished exiting (gone, or a zombie: its files, sockets included, are
+    closed); a zombie child of ours is reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    if state in ("Z", "X"):
+        with suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return True
+    return False
 
 
 def _runs(pid: int, argv: Sequence[str]) -> bool:

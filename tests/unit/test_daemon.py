@@ -1,21 +1,16 @@
 """The detached-server helper every local stand-in uses: start once, answer, stop by its pid."""
 
-import socket
 import sys
+import time
 
 import pytest
 
+from betlake.local.broker import free_port_pair
 from betlake.local.daemon import Daemon, DaemonError, port_answers
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_starts_once_answers_and_stops(tmp_path):
-    port = _free_port()
+    port = free_port_pair()  # below the ephemeral range: no other process takes it meanwhile
     daemon = Daemon("http", tmp_path / "http")
     argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)]
     pid = daemon.start(argv, lambda: port_answers(port), port=port)
@@ -25,7 +20,11 @@ def test_starts_once_answers_and_stops(tmp_path):
         assert daemon.state()["port"] == port
     finally:
         assert daemon.stop()
-    assert daemon.pid() is None and not port_answers(port)
+    assert daemon.pid() is None
+    deadline = time.monotonic() + 5
+    while port_answers(port) and time.monotonic() < deadline:  # the kernel closes it after
+        time.sleep(0.05)
+    assert not port_answers(port)
     assert not daemon.stop()
 
 
