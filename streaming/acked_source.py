@@ -2,9 +2,9 @@
 
 A Pub/Sub ack deadline (10 minutes at most) is shorter than a window's life, so these sources
 never hold acks until windows close, as the Kafka source holds its offset commits: bronze is the
-record. :class:`ReadShardsFn` pulls a batch of a shard, validates it and decides each event's
-lateness exactly as the Kafka reader does (it is that reader with another transport under it);
-:class:`StoreThenAcknowledgeFn` stores the batch in bronze and then acknowledges its messages.
+record. :class:`ReadShardsFn` pulls a batch of a shard, validates it, decides each event's
+lateness and stores it exactly as the Kafka reader does (it is that reader with another
+transport under it), and then acknowledges its messages.
 A message whose ack is lost comes again and is a duplicate bronze absorbs (lateness decided
 once, :mod:`streaming.ledger`).
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import apache_beam as beam
@@ -29,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from apache_beam.io.restriction_trackers import OffsetRange
-from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from betlake.core.config import Settings
@@ -41,13 +39,13 @@ from streaming.kafka_source import (
     _RESTRICTION,
     _WATERMARK,
     END_OF_PARTITION,
-    PARTITION_METRICS,
+    PROGRESS,
     PartitionRead,
     PartitionWatermark,
     ReadPartitionsFn,
 )
 from streaming.ledger import EventLedger
-from streaming.sinks import StoreTelemetryFn
+from streaming.metrics import PARTITION_METRICS, Tally
 
 log = logging.getLogger("betlake.stream")
 RESTORE_DAYS = 2  # bronze's event dates a restart looks at (today and the days before it)
@@ -118,10 +116,11 @@ def restart_watermark(settings: Settings, rows: pa.Table) -> int | None:
 
 
 class ReadShardsFn(ReadPartitionsFn):
-    """Shard numbers -> :class:`PartitionRead` batches of NATS or Pub/Sub, forever (or until
-    every shard is quiet, to drain). The restriction counts the reader's calls (the transport,
-    not the reader, knows what is unacked); call 0 restores the shard's open windows from bronze.
-    The read's positions count the shard's messages read by this run."""
+    """Shard numbers -> the figures of each stored read of NATS or Pub/Sub (and its positions on
+    the progress output), forever (or until every shard is quiet, to drain). The restriction
+    counts the reader's calls (the transport, not the reader, knows what is unacked); call 0
+    restores the shard's open windows from bronze. The read's positions count the shard's
+    messages read by this run."""
 
     def initial_restriction(self, shard: int) -> OffsetRange:
         return OffsetRange(0, END_OF_PARTITION)
@@ -136,6 +135,8 @@ class ReadShardsFn(ReadPartitionsFn):
         self._clocks: dict[int, PartitionWatermark] = {}
         self._read: dict[int, int] = {}
         self._ledger: EventLedger = self.ledger_handle.acquire(self._new_ledger)
+        self._lake = Lake.of(self.settings)
+        self._tally = Tally("telemetry")
         self._last_sequence: int | None = None
         self._moved = self._polled = time.monotonic()
 
@@ -173,15 +174,16 @@ class ReadShardsFn(ReadPartitionsFn):
         if call == 0:
             restored = self._restore(shard, before, clock)
             if restored is not None:
-                yield TimestampedValue(restored, before or MIN_TIMESTAMP)
+                yield from self._outputs(restored, before or MIN_TIMESTAMP)
         deliveries = self._client.fetch(shard, self.batch_size, self.poll_seconds)
         now = time.monotonic()
         if deliveries:
             beam.metrics.Metrics.counter(PARTITION_METRICS, f"read_{shard}").inc(len(deliveries))
             decided = self._validate(shard, deliveries, before)
             clock.observe(decided.latest_event_us, now, decided.read.ceiling_us)
-            read = replace(decided.read, acks=tuple(d.token for d in deliveries))
-            yield TimestampedValue(read, before or MIN_TIMESTAMP)
+            self._store(decided.read)
+            self._acknowledge(shard, [d.token for d in deliveries])
+            yield from self._outputs(decided.read, before or MIN_TIMESTAMP)
         else:
             backlog = self._client.backlog(shard)
             if backlog and clock.idle_for(now) >= settings.idle_timeout_seconds:
@@ -196,6 +198,14 @@ class ReadShardsFn(ReadPartitionsFn):
             estimator.set_watermark(Timestamp(micros=watermark))
             self._ledger.advance(shard, watermark)
         tracker.defer_remainder(Duration(seconds=0 if deliveries else self.poll_seconds))
+
+    def _acknowledge(self, shard: int, acks: list[str]) -> None:
+        """Acknowledge a stored read's messages (an ack lost: they come again, duplicates)."""
+        try:
+            self._client.ack(acks)
+        except Exception as error:
+            log.warning("shard %d: %d acks not sent (%r): those messages come again",
+                        shard, len(acks), error)  # fmt: skip
 
     def _drained(self, now: float, clock: PartitionWatermark, backlog_known: bool) -> bool:
         """Whether the shard may end a drained run: nothing reached this reader, nor (where
@@ -259,37 +269,21 @@ class ReadShardsFn(ReadPartitionsFn):
         )
 
 
-class StoreThenAcknowledgeFn(StoreTelemetryFn):
-    """:class:`StoreTelemetryFn`, then the read's messages acknowledged: bronze holds them."""
-
-    def setup(self) -> None:
-        super().setup()
-        self.client = shared_client(self.settings)
-
-    def process(self, read: PartitionRead, timestamp=beam.DoFn.TimestampParam):
-        yield from super().process(read, timestamp)
-        if read.acks:
-            try:
-                self.client.ack(read.acks)
-            except Exception as error:  # redelivered later: a duplicate
-                log.warning("shard %d: %d acks not sent (%r): those messages come again",
-                            read.partition, len(read.acks), error)  # fmt: skip
-
-
 class ReadShards(beam.PTransform):
-    """The telemetry of NATS or Pub/Sub as a stream of validated :class:`PartitionRead`."""
+    """The telemetry of NATS or Pub/Sub, validated, stored and acknowledged: each read's
+    figures (main output) and positions (``progress``)."""
 
     def __init__(self, settings: Settings, shards: list[int], **read_options: object) -> None:
         super().__init__()
         self.settings, self.shards, self.read_options = settings, shards, read_options
         self.windowing = Windowing.of(settings)
 
-    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
+    def expand(self, pipeline: beam.Pipeline) -> beam.pvalue.DoOutputsTuple:
         return (
             pipeline
             | "Shards" >> beam.Create(self.shards)
             | "ReadShards"
             >> beam.ParDo(
                 ReadShardsFn(self.settings, self.shards, **self.read_options)
-            ).with_output_types(PartitionRead)
+            ).with_outputs(PROGRESS, main="figures")
         )

@@ -19,10 +19,11 @@ from betlake.core.lake import Lake
 from betlake.core.reference import Reference
 from betlake.core.transport import describe_source
 from betlake.core.windowing import Windowing
-from streaming.kafka_source import PARTITION_METRICS
+from streaming.kafka_source import PROGRESS
+from streaming.metrics import PARTITION_METRICS
 from streaming.reporting import close_reporters, reporter_for
 from streaming.runners import counters, stream_options
-from streaming.sinks import STOPPING, CommitOffsetsFn, PublishPanesFn, StoreTelemetryFn
+from streaming.sinks import STOPPING, CommitOffsetsFn, PublishPanesFn
 from streaming.sources import StreamSource, stream_source
 from streaming.windows import SiteWindowStats
 
@@ -49,17 +50,12 @@ def build_stream(
     configured one)."""
     Reference.from_lake(Lake.of(settings))  # fails clearly if it is not loaded yet
     source = source or stream_source(settings)
-    stored = (
-        pipeline
-        | "ReadTelemetry" >> source.read(partitions, **read_options)
-        | "StoreTelemetry"
-        >> beam.ParDo(source.store()).with_outputs(StoreTelemetryFn.PROGRESS, main="events")
-    )
+    stored = pipeline | "ReadTelemetry" >> source.read(partitions, **read_options)
     # PublishPanesFn emits nothing: its output PCollection exists for its watermark, which
     # stays behind every pane not yet in gold and on the topic. Flattened with the progress of
     # the reads, it holds the commit timers back until what those offsets fed is published.
     panes_published = (
-        stored.events
+        stored.figures
         | "SiteWindowStats"
         >> SiteWindowStats(Lake.of(settings), Windowing.of(settings), batch=False)
         | "PublishPanes" >> beam.ParDo(PublishPanesFn(settings))
@@ -68,7 +64,7 @@ def build_stream(
     if not source.commits_after_panes:
         return  # acknowledged once stored
     _ = (
-        (stored[StoreTelemetryFn.PROGRESS], panes_published)
+        (stored[PROGRESS], panes_published)
         | "HoldCommitsUntilPublished" >> beam.Flatten()
         | "CommitOffsets"
         >> beam.ParDo(CommitOffsetsFn(settings)).with_input_types(CommitOffsetsFn.INPUT)

@@ -2,9 +2,14 @@
 
 One restriction per partition (an unbounded offset range starting at the stream group's
 committed offset); each call polls a batch, validates it with the contract code, decides each
-event's lateness once (:mod:`streaming.ledger`), emits it as one element and defers the
-remainder. A manual watermark estimator tracks the contract's watermark: the highest event time
-seen in the partition minus the out-of-orderness bound; a partition with no message for the idle
+event's lateness once (:mod:`streaming.ledger`), makes it durable (the events bronze lacks to
+``telemetry_raw``, rejected messages to ``telemetry_rejected``), emits what the figures take as
+one Arrow table, with the stored offsets on a second output for the offset commits, and defers
+the remainder. Storing here, not in a step after the read, keeps the payloads (the bulk of a
+message) out of the runner: only the figures' columns cross to the windows.
+
+A manual watermark estimator tracks the contract's watermark: the highest event time seen in the
+partition minus the out-of-orderness bound; a partition with no message for the idle
 timeout (and nothing left unread) follows the wall clock instead, so it never holds the job back.
 
 Why not Beam's ``ReadFromKafka``: in Python it is a cross-language transform that needs a Java
@@ -18,6 +23,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -25,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.shared import Shared
@@ -32,15 +39,22 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from confluent_kafka import TopicPartition
 
 from betlake.core.config import Settings
-from betlake.core.contract import EVENT_COLUMNS, TELEMETRY_RAW, RawBatch, validate
+from betlake.core.contract import (
+    EVENT_COLUMNS,
+    TELEMETRY_RAW,
+    TELEMETRY_REJECTED,
+    RawBatch,
+    validate,
+)
 from betlake.core.kafka import Committed, committed_offsets, consume, end_offsets, stream_consumer
 from betlake.core.lake import Lake
 from betlake.core.windowing import US, Windowing, epoch_us
 from streaming.ledger import EventLedger
+from streaming.metrics import PARTITION_METRICS, Tally
 
 END_OF_PARTITION = 2**63 - 1
 FIGURE_COLUMNS = [*EVENT_COLUMNS, "window_start"]  # no payload: it is the bulk of a row
-PARTITION_METRICS = "betlake.partition"  # counters per partition: read_<n>, drained_end_<n>
+PROGRESS = "progress"  # the reader's second output: StoredOffsets per partition
 log = logging.getLogger("betlake.stream")
 
 
@@ -59,7 +73,18 @@ class PartitionRead:
     too_late: int  # of which flagged arrived_late
     watermark_us: int | None
     ceiling_us: int | None  # the watermark may not pass this yet (see Windowing.watermark_ceiling)
-    acks: tuple[str, ...] = ()  # what acknowledges the read's messages (NATS, Pub/Sub)
+
+
+class StoredOffsets(NamedTuple):
+    """One read made durable, for the offset commits: offsets [first, next) of a partition are
+    in the lake, the windows they fed take events until ``open_until_us`` (event time), and
+    the partition's watermark was ``watermark_us`` when they were read (-1: not known yet).
+    Between the steps it travels as a plain tuple of ints (a deterministic coder)."""
+
+    first_offset: int
+    next_offset: int
+    open_until_us: int
+    watermark_us: int
 
 
 class TopicEnds:
@@ -141,7 +166,9 @@ _WATERMARK = beam.DoFn.WatermarkEstimatorParam()
 
 
 class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvider):
-    """Partition numbers -> :class:`PartitionRead` batches, forever (or until idle, to drain).
+    """Partition numbers -> each read's figures (an Arrow table of ``FIGURE_COLUMNS``: the
+    on-time events not counted yet) once bronze holds the read, and on the ``progress`` output
+    ``(partition, StoredOffsets)``; forever (or until idle, to drain).
 
     Each partition's restriction is its offset range from the committed offset on; it is never
     split, so one partition is read in order by one reader. Its watermark starts where it was
@@ -196,6 +223,8 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         self._clocks: dict[int, PartitionWatermark] = {}
         self._ends = TopicEnds(self.settings, self.partitions)
         self._ledger = self.ledger_handle.acquire(self._new_ledger)
+        self._lake = Lake.of(self.settings)
+        self._tally = Tally("telemetry")
 
     def _new_ledger(self) -> EventLedger:
         lake = Lake.of(self.settings)
@@ -258,7 +287,8 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             beam.metrics.Metrics.counter(PARTITION_METRICS, f"read_{partition}").inc(len(claimed))
             decided = self._validate(partition, claimed, before)
             clock.observe(decided.latest_event_us, now, decided.read.ceiling_us)
-            yield TimestampedValue(decided.read, before or MIN_TIMESTAMP)
+            self._store(decided.read)
+            yield from self._outputs(decided.read, before or MIN_TIMESTAMP)
         else:
             ends = self._ends.poll(consumer, now)
             behind = ends is None or ends[partition] > self._positions[partition]
@@ -277,6 +307,29 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             estimator.set_watermark(Timestamp(micros=watermark))
             self._ledger.advance(partition, watermark)
         tracker.defer_remainder(Duration(seconds=0 if claimed else self.poll_seconds))
+
+    def _store(self, read: PartitionRead) -> None:
+        """Make the read durable: its rejected messages (keyed by origin) and the events bronze
+        lacks, with the lateness the ledger decided."""
+        self._lake.insert_new(TELEMETRY_REJECTED, read.rejected)
+        self._lake.append(TELEMETRY_RAW, read.to_store)
+        self._tally.add(
+            messages_in=read.next_offset - read.first_offset,
+            events_in=read.events,
+            rejected=read.rejected.num_rows,
+            too_late=read.too_late,
+        )
+
+    def _outputs(self, read: PartitionRead, at: Timestamp):
+        """A stored read's figures, and its :class:`StoredOffsets` on the progress output."""
+        open_until = at.micros
+        if read.figures.num_rows:
+            yield TimestampedValue(read.figures, at)
+            last_start = pc.max(pc.cast(read.figures.column("window_start"), pa.int64())).as_py()
+            open_until = max(open_until, self.windowing.commit_after_us(last_start))
+        watermark = -1 if read.watermark_us is None else read.watermark_us
+        stored = StoredOffsets(read.first_offset, read.next_offset, open_until, watermark)
+        yield TaggedOutput(PROGRESS, TimestampedValue((read.partition, tuple(stored)), at))
 
     def _drained(self, behind: bool, now: float) -> bool:
         """Whether this partition may end a drained run: it is read to its end offset, and no
@@ -336,7 +389,8 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
 
 
 class ReadTelemetry(beam.PTransform):
-    """The telemetry topic as a stream of validated :class:`PartitionRead` batches."""
+    """The telemetry topic, validated and stored: each read's figures (main output) and its
+    stored offsets (``progress``)."""
 
     def __init__(self, settings: Settings, partitions: list[int], **read_options: object) -> None:
         super().__init__()
@@ -345,12 +399,12 @@ class ReadTelemetry(beam.PTransform):
         self.partitions = partitions
         self.read_options = read_options
 
-    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
+    def expand(self, pipeline: beam.Pipeline) -> beam.pvalue.DoOutputsTuple:
         return (
             pipeline
             | "Partitions" >> beam.Create(self.partitions)
             | "ReadPartitions"
             >> beam.ParDo(
                 ReadPartitionsFn(self.settings, self.partitions, **self.read_options)
-            ).with_output_types(PartitionRead)
+            ).with_outputs(PROGRESS, main="figures")
         )

@@ -1,6 +1,7 @@
-"""Where the pipeline's results go, all idempotent: bronze and rejected (keyed by event_id and
-origin), gold (a range replaced by reprocessing, or panes upserted by the stream under the
-no-stale-overwrite rule), the ``bet-site-stats`` topic, and the stream group's offsets."""
+"""Where the pipeline's figures go, all idempotent: gold (a range replaced by reprocessing, or
+panes upserted by the stream under the no-stale-overwrite rule), the ``bet-site-stats`` topic,
+and the stream group's offsets. (Bronze and rejected are written by the source's reader, see
+:mod:`streaming.kafka_source`.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import threading
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -20,7 +20,7 @@ from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
 from betlake.core.config import Settings
-from betlake.core.contract import NEWER_PANE, SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
+from betlake.core.contract import NEWER_PANE, SITE_WINDOW_STATS
 from betlake.core.kafka import (
     RETRY_FOREVER,
     Committed,
@@ -32,31 +32,12 @@ from betlake.core.kafka import (
     stream_consumer,
 )
 from betlake.core.lake import Lake, time_range_filter
-from betlake.core.windowing import Windowing
-from streaming.kafka_source import PartitionRead
+from streaming.kafka_source import StoredOffsets
+from streaming.metrics import Tally
 from streaming.reporting import report_gold
 
 log = logging.getLogger("betlake.stream")
 STOPPING = threading.Event()  # set when the job is asked to stop: waits for Kafka give up
-
-
-class Tally:
-    """A DoFn's Beam counters, also logged (at most every ``every`` s) while the job runs."""
-
-    def __init__(self, what: str, every: float = 30.0) -> None:
-        self.what, self.every = what, every
-        self.totals: Counter[str] = Counter()
-        self.logged = time.monotonic()
-
-    def add(self, **counts: int) -> None:
-        for name, count in counts.items():
-            if count:
-                beam.metrics.Metrics.counter("betlake", name).inc(count)
-                self.totals[name] += count
-        if time.monotonic() - self.logged >= self.every:
-            self.logged = time.monotonic()
-            so_far = ", ".join(f"{name} {n}" for name, n in sorted(self.totals.items()))
-            log.info("%s so far: %s", self.what, so_far)
 
 
 class ReplaceGoldRangeFn(beam.DoFn):
@@ -84,58 +65,6 @@ class ReplaceGoldRangeFn(beam.DoFn):
                         self.settings.kafka_bootstrap)  # fmt: skip
         tally.add(gold_rows=table.num_rows, events=pc.sum(table.column("events")).as_py() or 0)
         yield dict(tally.totals)  # the run's tallies, for a runner that keeps no metrics (dask)
-
-
-class StoredOffsets(NamedTuple):
-    """One read made durable, for the offset commits: offsets [first, next) of a partition are
-    in the lake, the windows they fed take events until ``open_until_us`` (event time), and
-    the partition's watermark was ``watermark_us`` when they were read (-1: not known yet).
-    Between the steps it travels as a plain tuple of ints (a deterministic coder)."""
-
-    first_offset: int
-    next_offset: int
-    open_until_us: int
-    watermark_us: int
-
-
-class StoreTelemetryFn(beam.DoFn):
-    """A :class:`PartitionRead` -> its rows made durable, and what the stream's figures take.
-
-    Rejected messages go to ``telemetry_rejected`` (keyed by origin); the events bronze lacks to
-    ``telemetry_raw``, with the lateness the source decided. The main output is the read's
-    figures (an Arrow table of on-time events not counted yet); the ``progress`` output says
-    which offsets are stored and until when their windows stay open, for the offset commits.
-    """
-
-    PROGRESS = "progress"
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.windowing = Windowing.of(settings)
-
-    def setup(self) -> None:
-        self.lake = Lake.of(self.settings)
-        self.tally = Tally("telemetry")
-
-    def process(self, read: PartitionRead, timestamp=beam.DoFn.TimestampParam):
-        self.lake.insert_new(TELEMETRY_REJECTED, read.rejected)
-        self.lake.append(TELEMETRY_RAW, read.to_store)
-        self.tally.add(
-            messages_in=read.next_offset - read.first_offset,
-            events_in=read.events,
-            rejected=read.rejected.num_rows,
-            too_late=read.too_late,
-        )
-        if read.figures.num_rows:
-            yield read.figures
-        starts = pc.cast(read.figures.column("window_start"), pa.int64())
-        last_start = pc.max(starts).as_py() if read.figures.num_rows else None
-        open_until = timestamp.micros
-        if last_start is not None:
-            open_until = max(open_until, self.windowing.commit_after_us(last_start))
-        watermark = -1 if read.watermark_us is None else read.watermark_us
-        stored = StoredOffsets(read.first_offset, read.next_offset, open_until, watermark)
-        yield beam.pvalue.TaggedOutput(self.PROGRESS, (read.partition, tuple(stored)))
 
 
 class PublishPanesFn(beam.DoFn):

@@ -1,7 +1,8 @@
 """The stream's source, one interface over three transports (``BETLAKE_SOURCE``).
 
-A source reads batches with positions (:class:`~streaming.kafka_source.PartitionRead`) and a
-watermark per shard, and acknowledges positions only once what they fed is durable. Everything
+A source reads batches with positions and a watermark per shard, validates them and stores them
+in bronze (:class:`~streaming.kafka_source.ReadPartitionsFn`), and acknowledges positions only
+once what they fed is durable. Everything
 after it (validation, bronze, windows, gold, the stats topic) is the same for every transport:
 
 * ``kafka``: :mod:`streaming.kafka_source`; its offsets are committed once the windows they fed
@@ -19,9 +20,8 @@ import apache_beam as beam
 
 from betlake.core.config import BetlakeError, Settings
 from betlake.core.kafka import committed_offsets, ensure_topic, partitions_of
-from streaming.acked_source import ReadShards, StoreThenAcknowledgeFn
+from streaming.acked_source import ReadShards
 from streaming.kafka_source import ReadTelemetry
-from streaming.sinks import StoreTelemetryFn
 
 log = logging.getLogger("betlake.stream")
 
@@ -37,11 +37,9 @@ class StreamSource(Protocol):
         ...
 
     def read(self, shards: list[int], **options: object) -> beam.PTransform:
-        """Pipeline -> PartitionRead batches of ``shards``."""
-        ...
-
-    def store(self) -> StoreTelemetryFn:
-        """The DoFn that makes each read durable (and, for an acking source, acks it)."""
+        """Pipeline -> each stored read's figures (an Arrow table) of ``shards``, and on the
+        ``progress`` output ``(shard, StoredOffsets)``. A read is in bronze (and, for an
+        acknowledging source, acknowledged) before its figures are emitted."""
         ...
 
     def check_drained(self, metrics: dict[str, int]) -> None:
@@ -69,9 +67,6 @@ class KafkaSource:
 
     def read(self, shards: list[int], **options: object) -> beam.PTransform:
         return ReadTelemetry(self.settings, shards, **options)
-
-    def store(self) -> StoreTelemetryFn:
-        return StoreTelemetryFn(self.settings)
 
     def check_drained(self, metrics: dict[str, int]) -> None:
         from streaming.job import check_drained  # the Kafka check lives with the job
@@ -106,9 +101,6 @@ class AcknowledgedSource:
 
     def read(self, shards: list[int], **options: object) -> beam.PTransform:
         return ReadShards(self.settings, shards, **options)
-
-    def store(self) -> StoreTelemetryFn:
-        return StoreThenAcknowledgeFn(self.settings)
 
     def check_drained(self, metrics: dict[str, int]) -> None:
         undrained = [s for s in self.shards if not metrics.get(f"drained_{s}")]
