@@ -23,15 +23,16 @@ _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
 class Profile:
-    """py-spy recording this process for as long as the ``with`` block runs."""
+    """py-spy recording a process (this one by default) for as long as the ``with`` block
+    runs."""
 
-    def __init__(self, out: Path, rate: int = 100) -> None:
-        self.out, self.rate = out, rate
+    def __init__(self, out: Path, pid: int | None = None, rate: int = 100) -> None:
+        self.out, self.pid, self.rate = out, pid or os.getpid(), rate
 
     def __enter__(self) -> Profile:
         spy = Path(sys.executable).with_name("py-spy")
         self.recorder = subprocess.Popen(
-            [str(spy), "record", "--pid", str(os.getpid()), "--rate", str(self.rate),
+            [str(spy), "record", "--pid", str(self.pid), "--rate", str(self.rate),
              "--format", "raw", "--gil", "--nonblocking", "--output", str(self.out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -35,10 +35,10 @@ import matplotlib.pyplot as plt
 
 from benchmarks.reprocess_day import machine
 from benchmarks.stream_throughput import (
-    ProducerProcess,
     first_on_time,
     lake_settings,
     percentile,
+    producer_process,
     rss_mib,
     wait_for_group_coordinator,
 )
@@ -84,7 +84,7 @@ def main() -> None:
             TelemetrySpec(int(args.rate * 60), start + chunk * minute, chunk, seed=100 + minute)
             for minute in range(args.minutes)
         ]
-        producer = ProducerProcess(bootstrap, settings.telemetry_topic, specs, args.rate,
+        producer = producer_process(bootstrap, settings.telemetry_topic, specs, args.rate,
                                    settings.window_seconds,
                                    settings.max_out_of_orderness_seconds)  # fmt: skip
         env = {**os.environ, "BETLAKE_LAKE": settings.lake,

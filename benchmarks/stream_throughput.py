@@ -177,29 +177,48 @@ def produce_telemetry(
     }))  # fmt: skip
 
 
-class ProducerProcess:
-    """:func:`produce_telemetry` in a spawned process."""
+class Spawned:
+    """A function run in a spawned process of its own, reporting ``(what, figures)`` pairs on
+    the pipe it gets as first argument."""
 
-    def __init__(self, *args: object) -> None:
+    def __init__(self, target, *args: object) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=produce_telemetry, args=(child, *args))
+        self.process = context.Process(target=target, args=(child, *args))
         self.process.start()
 
-    def wait(self, what: str, timeout: float = 900) -> dict:
+    def wait(self, what: str, timeout: float = 900):
         if not self.conn.poll(timeout):
-            raise RuntimeError(f"the producer process did not report {what!r}")
+            raise RuntimeError(f"the {self.process.name} process did not report {what!r}")
         said, figures = self.conn.recv()
         if said != what:
-            raise RuntimeError(f"the producer process said {said!r}, not {what!r}")
-        if what == "done":
-            self.process.join(30)
+            raise RuntimeError(f"the {self.process.name} process said {said!r}, not {what!r}")
         return figures
 
     def stop(self) -> None:
+        """Let the process end (or end it), and wait for it."""
+        with contextlib.suppress(OSError):
+            self.conn.send("exit")
+        self.process.join(30)
         if self.process.is_alive():
             self.process.terminate()
-        self.process.join(10)
+            self.process.join(10)
+
+
+def producer_process(*args: object) -> Spawned:
+    """:func:`produce_telemetry` in a spawned process."""
+    return Spawned(produce_telemetry, *args)
+
+
+def stream_in_child(conn, settings: Settings) -> None:
+    """The streaming job in a process of its own, as ``betlake stream`` runs: says when it
+    starts (imports done), then its counters, its peak RSS (MiB, from the kernel) and the peak
+    of what Arrow's memory pool held."""
+    conn.send(("started", time.time()))
+    counters = stream(settings)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    conn.send(("done", (counters, peak_rss, pa.default_memory_pool().max_memory() / 2**20)))
+    conn.poll(60)  # alive until the parent has read its CPU seconds (Spawned.stop)
 
 
 def first_on_time(messages: list[tuple[str, dict | None, float]]) -> dict[int, float]:
@@ -254,9 +273,9 @@ def rss_mib(pid: int | str) -> float:
     return int(line.split()[1]) / 1024
 
 
-def prism_pids() -> list[int]:
-    """Our child processes running the Prism runner."""
-    me, found = os.getpid(), []
+def prism_pids(parent: int) -> list[int]:
+    """The child processes of ``parent`` running the Prism runner."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -265,7 +284,7 @@ def prism_pids() -> list[int]:
             argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == me and Path(argv0.decode(errors="replace")).name.startswith("prism"):
+        if ppid == parent and Path(argv0.decode(errors="replace")).name.startswith("prism"):
             found.append(int(entry.name))
     return found
 
@@ -280,21 +299,21 @@ def cpu_seconds(pid: int | str) -> float:
 
 
 class MemorySampler(threading.Thread):
-    """Peak RSS of this process (Beam's loopback worker runs in it) and of Prism, sampled; and
-    the CPU seconds both used meanwhile (a measure the other load of a shared machine barely
-    moves, unlike the wall clock)."""
+    """Peak RSS of a job's process (this one by default: the naive job's loopback worker runs
+    here) and of its Prism runner, sampled; and the CPU seconds both used meanwhile (a measure
+    the other load of a shared machine barely moves, unlike the wall clock)."""
 
-    def __init__(self, interval: float = 0.25) -> None:
+    def __init__(self, pid: int | None = None, interval: float = 0.25) -> None:
         super().__init__(daemon=True)
-        self.interval = interval
+        self.pid, self.interval = pid or os.getpid(), interval
         self.stop = threading.Event()
         self.python = self.prism = self.total = 0.0
         self.prism_cpu: dict[int, float] = {}
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
-            python = rss_mib("self")
-            pids = prism_pids()
+            python = rss_mib(self.pid)
+            pids = prism_pids(self.pid)
             prism = sum(rss_mib(pid) for pid in pids)
             self.python, self.prism = max(self.python, python), max(self.prism, prism)
             self.total = max(self.total, python + prism)
@@ -302,15 +321,15 @@ class MemorySampler(threading.Thread):
                 self.prism_cpu[pid] = max(self.prism_cpu.get(pid, 0.0), cpu_seconds(pid))
 
     def __enter__(self) -> MemorySampler:
-        self.cpu_began = cpu_seconds("self")
-        self.prism_before = {pid: cpu_seconds(pid) for pid in prism_pids()}
+        self.cpu_began = cpu_seconds(self.pid)
+        self.prism_before = {pid: cpu_seconds(pid) for pid in prism_pids(self.pid)}
         self.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.stop.set()
         self.join()
-        self.python_cpu = cpu_seconds("self") - self.cpu_began
+        self.python_cpu = cpu_seconds(self.pid) - self.cpu_began
         self.prism_cpu_used = sum(
             used - self.prism_before.get(pid, 0.0) for pid, used in self.prism_cpu.items()
         )
@@ -636,7 +655,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="betlake-stream-bench-"))
     bootstrap = f"127.0.0.1:{broker.free_port_pair()}"
-    producers: list[ProducerProcess] = []
+    producers: list[Spawned] = []
     print(f"machine: {machine()}")
     broker_pid = broker.start(bootstrap, home=work / "kafka", timeout=180)
     try:
@@ -656,7 +675,7 @@ def main() -> None:
 
         # 1. the backlog
         spec = TelemetrySpec(args.events, start, timedelta(seconds=span), seed=11)
-        producers.append(ProducerProcess(bootstrap, settings.telemetry_topic, [spec], None,
+        producers.append(producer_process(bootstrap, settings.telemetry_topic, [spec], None,
                                          window_s, bound))  # fmt: skip
         producers[-1].wait("sending")
         sent = producers[-1].wait("done")
@@ -677,12 +696,15 @@ def main() -> None:
 
         # 2. betlake over the backlog
         bronze = BronzeCounter(Lake.of(settings), n)
-        profile = Profile(work / "betlake.pyspy") if args.profile else nullcontext()
-        with MemorySampler() as betlake_memory, profile:
-            job_start = time.time()
+        job = Spawned(stream_in_child, settings)
+        job_start = job.wait("started", timeout=120)
+        pid = job.process.pid
+        profile = Profile(work / "betlake.pyspy", pid) if args.profile else nullcontext()
+        with MemorySampler(pid) as betlake_memory, profile:
             bronze.start()
-            counters = stream(settings)
+            counters, job_maxrss, job_arrow = job.wait("done")
             job_end = time.time()
+        job.stop()
         if args.profile:
             profiled = profile.top(10)
         bronze.stop.set()
@@ -727,15 +749,17 @@ def main() -> None:
         live_spec = TelemetrySpec(
             int(args.rate * args.rate_seconds), live_start, timedelta(seconds=live_span), seed=12
         )
-        producers.append(ProducerProcess(bootstrap, live.telemetry_topic, [live_spec], args.rate,
+        producers.append(producer_process(bootstrap, live.telemetry_topic, [live_spec], args.rate,
                                          window_s, bound))  # fmt: skip
         live_valid = producers[-1].wait("sending")["valid"]  # generated, checked, now sending
         time.sleep(1)  # a first second of events is there when the job's readers start
-        with MemorySampler() as live_memory:
-            live_job_start = time.time()
+        live_job = Spawned(stream_in_child, live)
+        live_job_start = live_job.wait("started", timeout=120)
+        with MemorySampler(live_job.process.pid) as live_memory:
             live_bronze = BronzeCounter(Lake.of(live), live_valid)
             live_bronze.start()
-            live_counters = stream(live)
+            live_counters, live_maxrss, live_arrow = live_job.wait("done")
+        live_job.stop()
         live_sent = producers[-1].wait("done")
         live_bronze.stop.set()
         live_bronze.join()
@@ -756,8 +780,6 @@ def main() -> None:
         closes = sorted(live_sent["first_sent"].values())
         gaps = [b - a for a, b in itertools.pairwise(closes)]
         cadence = statistics.median(gaps) if gaps else float("nan")
-        self_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        children_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     finally:
         for process in producers:
             process.stop()
@@ -833,13 +855,12 @@ def main() -> None:
         " the producer shares the 2 CPUs with the job"
     )
     print(
-        f"peak RSS sampled: betlake {betlake_memory.line()}; naive {naive_memory.line()}; "
-        f"live {live_memory.line()}"
-    )
-    print(
-        f"getrusage maxrss: self {self_max:,.0f} MiB (whole run: Beam's loopback worker "
-        f"runs here), children {children_max:,.0f} MiB (largest reaped child: a producer "
-        f"process; Prism and the broker are reaped later)"
+        f"peak RSS sampled every 0.25 s (betlake: its job process, as `betlake stream` runs, and "
+        f"its Prism; naive: this process, where its loopback worker runs, and its Prism): "
+        f"betlake {betlake_memory.line()}; naive {naive_memory.line()}; live "
+        f"{live_memory.line()}; the job process's own peak (getrusage) {job_maxrss:,.0f} MiB "
+        f"over the backlog (Arrow's pool at most {job_arrow:,.0f} MiB of it), "
+        f"{live_maxrss:,.0f} MiB live (Arrow {live_arrow:,.0f} MiB)"
     )
 
 
