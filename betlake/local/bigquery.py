@@ -19,11 +19,12 @@ import shutil
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from betlake.core.config import BetlakeError, Settings
-from betlake.local.daemon import Daemon, file_lock, port_answers
+from betlake.local.daemon import Daemon, DaemonService, file_lock, port_answers
 
 BQEMULATOR_VERSION = "1.4.0"
 DUCKDB_VERSION = "1.5.5"  # the emulator's engine; the extension packages must match it
@@ -115,24 +116,20 @@ def start(settings: Settings, home: Path | None = None, timeout: float = 120) ->
     return emulator.start(argv, lambda: answers(url), env=env, timeout=timeout, endpoint=url)
 
 
-class BigQueryService:
+class BigQueryService(DaemonService):
     """The local BigQuery emulator of :mod:`betlake.local.bigquery`."""
 
     name = "bigquery"
     summary = "BigQuery emulator (bqemulator in its own venv) for the mirror of gold"
 
-    def start(self, settings: Settings) -> str:
-        pid = start(settings)
-        return f"bigquery running on {endpoint(settings)} (pid {pid})"
+    def daemon(self) -> Daemon:
+        return daemon()
 
-    def stop(self, settings: Settings) -> bool:
-        return daemon().stop()
+    def launch(self, settings: Settings) -> int:
+        return start(settings)
 
-    def status(self, settings: Settings) -> str:
-        pid = daemon().pid()
-        if pid is None:
-            return f"bigquery stopped (home {daemon().home})"
-        return f"bigquery running on {daemon().state().get('endpoint')} (pid {pid})"
+    def listening(self, settings: Settings, state: Mapping[str, object]) -> str:
+        return str(state.get("endpoint"))
 
     def env(self, settings: Settings) -> dict[str, str]:
         return {"BETLAKE_BIGQUERY_ENDPOINT": endpoint(settings)}

@@ -22,7 +22,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from betlake.core.config import BetlakeError
+from betlake.core.config import BetlakeError, Settings
 from betlake.core.processes import restore_default_signals
 
 
@@ -183,3 +183,42 @@ def _runs(pid: int, argv: Sequence[str]) -> bool:
     program = Path(argv[0]).name
     head, tail = running[: len(running) - len(argv) + 1], running[len(running) - len(argv) + 1 :]
     return tail == list(argv[1:]) and any(Path(part).name == program for part in head)
+
+
+class DaemonService:
+    """A local stand-in that is one :class:`Daemon`, for ``betlake local``: it starts it, stops
+    it by pid, and says where it listens (from the daemon's state) or that it is stopped.
+    Subclasses name it and say how it starts, where it listens and what environment points
+    betlake at it."""
+
+    name: str
+    summary: str
+
+    def daemon(self) -> Daemon:
+        raise NotImplementedError
+
+    def launch(self, settings: Settings) -> int:
+        """Start the server unless it runs; its pid."""
+        raise NotImplementedError
+
+    def listening(self, settings: Settings, state: Mapping[str, object]) -> str:
+        """Where the running server listens, from the state it was started with."""
+        raise NotImplementedError
+
+    def env(self, settings: Settings) -> dict[str, str]:
+        raise NotImplementedError
+
+    def start(self, settings: Settings) -> str:
+        pid = self.launch(settings)
+        where = self.listening(settings, self.daemon().state())
+        return f"{self.name} running on {where} (pid {pid})"
+
+    def stop(self, settings: Settings) -> bool:
+        return self.daemon().stop()
+
+    def status(self, settings: Settings) -> str:
+        server = self.daemon()
+        pid = server.pid()
+        if pid is None:
+            return f"{self.name} stopped (home {server.home})"
+        return f"{self.name} running on {self.listening(settings, server.state())} (pid {pid})"

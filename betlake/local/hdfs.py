@@ -11,11 +11,12 @@ restarts (formatted on the first start only); the JVM's heap is capped for a sma
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from betlake.core.config import BetlakeError, Settings
-from betlake.local.daemon import Daemon, port_answers
+from betlake.local.daemon import Daemon, DaemonService, port_answers
 from betlake.local.maven import fetch_jars
 
 HADOOP_VERSION = "3.4.2"
@@ -74,24 +75,20 @@ def env(settings: Settings) -> dict[str, str]:
     return {"BETLAKE_LAKE": f"hdfs://127.0.0.1:{DEFAULT_PORT}/lake"}
 
 
-class HdfsService:
+class HdfsService(DaemonService):
     """The local HDFS of :mod:`betlake.local.hdfs`."""
 
     name = "hdfs"
     summary = "HDFS MiniDFSCluster (one JVM, jars from Maven Central) for a lake at hdfs://"
 
-    def start(self, settings: Settings) -> str:
-        pid = start(settings)
-        return f"hdfs running on hdfs://127.0.0.1:{namenode_port(settings)} (pid {pid})"
+    def daemon(self) -> Daemon:
+        return daemon()
 
-    def stop(self, settings: Settings) -> bool:
-        return daemon().stop()
+    def launch(self, settings: Settings) -> int:
+        return start(settings)
 
-    def status(self, settings: Settings) -> str:
-        pid = daemon().pid()
-        if pid is None:
-            return f"hdfs stopped (home {daemon().home})"
-        return f"hdfs running on {daemon().state().get('namenode')} (pid {pid})"
+    def listening(self, settings: Settings, state: Mapping[str, object]) -> str:
+        return str(state.get("namenode"))
 
     def env(self, settings: Settings) -> dict[str, str]:
         return env(settings)

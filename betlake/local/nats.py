@@ -7,11 +7,12 @@ log and pid file under ``home`` (default ``<cwd>/.betlake/nats``).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from betlake.core.config import Settings
-from betlake.local.daemon import Daemon, DaemonError, port_answers
+from betlake.local.daemon import Daemon, DaemonError, DaemonService, port_answers
 
 PROGRAM = "nats-server"
 
@@ -43,25 +44,20 @@ def stop(home: Path | None = None) -> bool:
     return daemon(home).stop()
 
 
-class NatsService:
+class NatsService(DaemonService):
     """NATS with JetStream: the container-native row's transport."""
 
     name = "nats"
     summary = "NATS server with JetStream (Debian's nats-server)"
 
-    def start(self, settings: Settings) -> str:
-        pid = start(settings.nats_url)
-        return f"nats running on 127.0.0.1:{port_of(settings.nats_url)} (pid {pid})"
+    def daemon(self) -> Daemon:
+        return daemon()
 
-    def stop(self, settings: Settings) -> bool:
-        return stop()
+    def launch(self, settings: Settings) -> int:
+        return start(settings.nats_url)
 
-    def status(self, settings: Settings) -> str:
-        server = daemon()
-        pid = server.pid()
-        if pid is None:
-            return "nats stopped"
-        return f"nats running on 127.0.0.1:{server.state().get('port')} (pid {pid})"
+    def listening(self, settings: Settings, state: Mapping[str, object]) -> str:
+        return f"127.0.0.1:{state.get('port')}"
 
     def env(self, settings: Settings) -> dict[str, str]:
         port = daemon().state().get("port") or port_of(settings.nats_url)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from betlake.core.config import Settings
-from betlake.local.daemon import Daemon, DaemonError, port_answers
+from betlake.local.daemon import Daemon, DaemonError, DaemonService, port_answers
 
 DEFAULT_HOST = "127.0.0.1:8085"
 JVM_OPTS = ("-Xmx384m", "-Xss1m", "-XX:+UseSerialGC")
@@ -58,26 +59,20 @@ def stop(home: Path | None = None) -> bool:
     return daemon(home).stop()
 
 
-class PubSubService:
+class PubSubService(DaemonService):
     """The Pub/Sub emulator: the GCP row's transport."""
 
     name = "pubsub"
     summary = "Google Pub/Sub emulator (from the Google Cloud SDK)"
 
-    def start(self, settings: Settings) -> str:
-        host = settings.pubsub_emulator_host or DEFAULT_HOST
-        pid = start(host)
-        return f"pubsub running on {host} (pid {pid})"
+    def daemon(self) -> Daemon:
+        return daemon()
 
-    def stop(self, settings: Settings) -> bool:
-        return stop()
+    def launch(self, settings: Settings) -> int:
+        return start(settings.pubsub_emulator_host or DEFAULT_HOST)
 
-    def status(self, settings: Settings) -> str:
-        server = daemon()
-        pid = server.pid()
-        if pid is None:
-            return "pubsub stopped"
-        return f"pubsub running on 127.0.0.1:{server.state().get('port')} (pid {pid})"
+    def listening(self, settings: Settings, state: Mapping[str, object]) -> str:
+        return f"127.0.0.1:{state.get('port')}"
 
     def env(self, settings: Settings) -> dict[str, str]:
         port = daemon().state().get("port")

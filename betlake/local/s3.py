@@ -15,11 +15,12 @@ import importlib.util
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from betlake.core.config import BetlakeError, Settings
-from betlake.local.daemon import Daemon, port_answers
+from betlake.local.daemon import Daemon, DaemonService, port_answers
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9000"
 DEFAULT_BUCKET = "betlake"
@@ -94,24 +95,20 @@ def env(settings: Settings) -> dict[str, str]:
     }
 
 
-class S3Service:
+class S3Service(DaemonService):
     """The local S3-compatible object store of :mod:`betlake.local.s3`."""
 
     name = "s3"
     summary = "S3-compatible object store (moto server) for a lake at s3://bucket/lake"
 
-    def start(self, settings: Settings) -> str:
-        pid = start(settings)
-        return f"s3 running on {endpoint(settings)}, bucket {bucket(settings)} (pid {pid})"
+    def daemon(self) -> Daemon:
+        return daemon()
 
-    def stop(self, settings: Settings) -> bool:
-        return daemon().stop()
+    def launch(self, settings: Settings) -> int:
+        return start(settings)
 
-    def status(self, settings: Settings) -> str:
-        pid = daemon().pid()
-        if pid is None:
-            return f"s3 stopped (home {daemon().home})"
-        return f"s3 running on {daemon().state().get('endpoint')} (pid {pid})"
+    def listening(self, settings: Settings, state: Mapping[str, object]) -> str:
+        return f"{state.get('endpoint')}, bucket {bucket(settings)}"
 
     def env(self, settings: Settings) -> dict[str, str]:
         return env(settings)
