@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -348,7 +349,10 @@ def first_per_key(data: pa.Table, key: Iterable[str]) -> pa.Table:
     key = list(key)
     if data.num_rows < 2:
         return data
-    indexed = data.select(key).append_column("__row", pa.array(range(data.num_rows), pa.int64()))
+    indexed = data.select(key).append_column("__row", pa.array(np.arange(data.num_rows)))
     first = indexed.group_by(key, use_threads=False).aggregate([("__row", "min")])
-    rows = pc.sort_indices(first.column("__row_min"))
-    return data.take(pc.take(first.column("__row_min"), rows))
+    if first.num_rows == data.num_rows:
+        return data  # no key twice
+    keep = np.zeros(data.num_rows, dtype=bool)
+    keep[first.column("__row_min").to_numpy()] = True
+    return data.filter(pa.array(keep))
