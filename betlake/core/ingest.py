@@ -1,9 +1,10 @@
 """Batch ingest of JSON lines files into ``telemetry_raw`` (valid) and ``telemetry_rejected``.
 
-The file is read a chunk at a time (memory stays flat whatever its size) and validated with the
-same contract code as the stream, in worker processes (one per core) a few chunks ahead of the
-writes, which stay in file order in this process; writes are keyed, so ingesting a file twice
-adds nothing.
+The file is read a chunk of whole lines at a time (memory stays flat whatever its size) and
+validated with the same contract code as the stream, in worker processes (one per core) a few
+chunks ahead of the writes, which stay in file order in this process; writes are keyed, so
+ingesting a file twice adds nothing. A chunk goes to its worker as one block of bytes, split
+into lines there: this process only finds the last line end of each block and counts lines.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import islice
 from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
@@ -31,7 +31,7 @@ from betlake.core.contract import (
 )
 from betlake.core.lake import KeyIndex, Lake
 
-CHUNK_LINES = 200_000
+CHUNK_BYTES = 32 << 20  # about 130,000 lines of telemetry
 
 
 @dataclass
@@ -50,22 +50,40 @@ class IngestReport:
         )
 
 
-def _chunks(path: Path, progress: Progress) -> Iterator[tuple[int, list[bytes]]]:
-    """(number of the first line, lines) of the file, :data:`CHUNK_LINES` at a time."""
+def _chunks(path: Path, progress: Progress) -> Iterator[tuple[int, bytes]]:
+    """(number of the first line, block of whole lines) of the file, about :data:`CHUNK_BYTES`
+    a block (more if one line is longer)."""
     task = progress.add_task(path.name, total=path.stat().st_size)
     with path.open("rb") as handle:
         first = 1
-        while chunk := list(islice(handle, CHUNK_LINES)):
-            progress.update(task, advance=sum(len(line) for line in chunk))
-            yield first, [raw.rstrip(b"\r\n") for raw in chunk]
-            first += len(chunk)
+        while block := handle.read(CHUNK_BYTES):
+            end = block.rfind(b"\n") + 1
+            while not end:  # no line end in it: a longer line, or the file's last one
+                more = handle.read(CHUNK_BYTES)
+                if not more:
+                    end = len(block)
+                    break
+                found = more.find(b"\n")
+                if found >= 0:
+                    end = len(block) + found + 1
+                block += more
+            if end < len(block):
+                handle.seek(end - len(block), 1)  # the next block starts at the next line
+                block = block[:end]
+            progress.update(task, advance=len(block))
+            yield first, block
+            first += block.count(b"\n")
 
 
 def _validate_chunk(
-    origin: str, first: int, lines: list[bytes], window_seconds: int, max_clock_skew_seconds: int
+    origin: str, first: int, block: bytes, window_seconds: int, max_clock_skew_seconds: int
 ) -> Validated:
-    """One chunk's lines (numbered from ``first``) validated; blank lines are skipped."""
-    numbered = [(n, line) for n, line in enumerate(lines, first) if line]
+    """One block's lines (numbered from ``first``) validated; blank lines are skipped."""
+    lines = block.split(b"\n")
+    if block.endswith(b"\n"):
+        lines.pop()
+    numbered = [(n, line.rstrip(b"\r")) for n, line in enumerate(lines, first)]
+    numbered = [(n, line) for n, line in numbered if line]
     batch = RawBatch(
         payloads=[line for _, line in numbered],
         source="file",
@@ -90,7 +108,7 @@ def _validated(settings: Settings, paths: list[Path], progress: Progress) -> Ite
     """Every chunk of the files validated, in file order, up to a chunk per worker ahead of
     the caller."""
     workers = min(os.cpu_count() or 1, 4)
-    several = workers > 1 and any(p.stat().st_size > CHUNK_LINES * 100 for p in paths)
+    several = workers > 1 and any(p.stat().st_size > CHUNK_BYTES for p in paths)
     pool = (
         ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         if several
@@ -100,9 +118,9 @@ def _validated(settings: Settings, paths: list[Path], progress: Progress) -> Ite
         pending: deque[Future] = deque()
         for path in paths:
             origin = f"file:{path.resolve()}"
-            for first, lines in _chunks(path, progress):
+            for first, block in _chunks(path, progress):
                 pending.append(executor.submit(
-                    _validate_chunk, origin, first, lines, settings.window_seconds,
+                    _validate_chunk, origin, first, block, settings.window_seconds,
                     settings.max_clock_skew_seconds))  # fmt: skip
                 while len(pending) > workers:
                     yield pending.popleft().result()

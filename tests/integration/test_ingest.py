@@ -23,7 +23,7 @@ def write(path: Path, ids: list[str]) -> Path:
 
 
 def test_each_event_is_stored_once(settings, loaded_lake, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(ingest, "CHUNK_LINES", 3)  # duplicates fall in other chunks
+    monkeypatch.setattr(ingest, "CHUNK_BYTES", 600)  # duplicates fall in other chunks
     earlier = validate(RawBatch([encode(event("e0"))], "kafka", datetime.now(UTC), ["k"]),
                        window_seconds=300, max_clock_skew_seconds=300).events  # fmt: skip
     loaded_lake.append(TELEMETRY_RAW, earlier)  # the stream stored it before
