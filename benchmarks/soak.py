@@ -43,6 +43,7 @@ from benchmarks.stream_throughput import (
     wait_for_group_coordinator,
 )
 from betlake.core.kafka import ensure_topic
+from betlake.core.processes import restore_default_signals
 from betlake.local import broker
 from betlake.local.generate import TelemetrySpec
 from tests.kafka_topics import read_topic
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--speedup", type=float, default=60, help="event time per wall second")
     parser.add_argument("--out", type=Path, default=Path("reports/soak.png"))
     args = parser.parse_args()
+    restore_default_signals()  # Ctrl-C stops it even when started where SIGINT is ignored
 
     work = Path(tempfile.mkdtemp(prefix="betlake-soak-"))
     bootstrap = f"127.0.0.1:{broker.free_port_pair()}"

@@ -73,6 +73,7 @@ from betlake.core.kafka import (
     producer,
 )
 from betlake.core.lake import Lake
+from betlake.core.processes import restore_default_signals
 from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
 from betlake.core.windowing import Windowing, epoch_us
 from betlake.local import broker
@@ -199,10 +200,11 @@ class Spawned:
         """Let the process end (or end it), and wait for it."""
         with contextlib.suppress(OSError):
             self.conn.send("exit")
-        self.process.join(30)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(10)
+        self.process.join(5)
+        for end in (self.process.terminate, self.process.kill):
+            if self.process.is_alive():
+                end()
+                self.process.join(10)
 
 
 def producer_process(*args: object) -> Spawned:
@@ -649,6 +651,7 @@ def main() -> None:
         "N runs each (medians); no naive or live phase",
     )  # fmt: skip
     args = parser.parse_args()
+    restore_default_signals()  # Ctrl-C stops it even when started where SIGINT is ignored
     peers = [name for name in args.peers.split(",") if name]
     if unknown := set(peers) - set(PEERS):
         parser.error(f"unknown peers {', '.join(sorted(unknown))}: choose from {', '.join(PEERS)}")

@@ -51,12 +51,15 @@ _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A lake table: its Arrow schema, partition columns and identity key."""
+    """A lake table: its Arrow schema, partition columns and identity key; ``key_within``:
+    columns whose range in a batch bounds where rows with the batch's keys can be (a key
+    lookup reads only the files whose statistics overlap it)."""
 
     name: str
     schema: pa.Schema
     partition_by: tuple[str, ...] = ()
     key: tuple[str, ...] = ()
+    key_within: tuple[str, ...] = ()
 
 
 TELEMETRY_RAW = TableSpec(
@@ -117,6 +120,7 @@ TELEMETRY_REJECTED = TableSpec(
         ]
     ),
     key=("origin",),
+    key_within=("kafka_partition", "kafka_offset"),  # a transport position is in its origin
 )
 
 BET_SITES = TableSpec(

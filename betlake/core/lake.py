@@ -121,6 +121,7 @@ class Lake:
     def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
         self.root = root.rstrip("/")
         self.storage_options = storage_options
+        self.created: set[str] = set()  # tables this lake has seen exist: no open before a write
 
     @classmethod
     def of(cls, settings: Settings) -> Lake:
@@ -148,7 +149,9 @@ class Lake:
         )
 
     def _write(self, spec: TableSpec, data: pa.Table, **options: object) -> None:
-        self.ensure(spec)
+        if spec.name not in self.created:
+            self.ensure(spec)
+            self.created.add(spec.name)
         with_commit_retry(
             lambda: write_deltalake(
                 self.uri(spec.name),
@@ -243,10 +246,13 @@ class Lake:
         data = first_per_key(data, spec.key)
         if not data.num_rows:
             return 0
-        where = None  # prune by partition; keys are matched in memory (see scan)
+        where = ds.scalar(True)  # prune by partition and key_within; keys matched in memory
         for column in spec.partition_by:
-            clause = ds.field(column).isin(pc.unique(data.column(column)))
-            where = clause if where is None else where & clause
+            where &= ds.field(column).isin(pc.unique(data.column(column)))
+        for column in spec.key_within:
+            if data.column(column).null_count == 0:
+                low, high = pc.min_max(data.column(column)).values()
+                where &= (ds.field(column) >= low) & (ds.field(column) <= high)
         stored = self.scan(spec, list(spec.key), where)
         if stored.num_rows:
             seen = pc.is_in(_key_strings(data, spec.key), value_set=_key_strings(stored, spec.key))
