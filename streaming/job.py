@@ -9,9 +9,11 @@ import logging
 import signal
 import sys
 import threading
+import time
 
 import apache_beam as beam
-from apache_beam.runners.runner import PipelineState
+import grpc
+from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from betlake.core.config import BetlakeError, Settings
 from betlake.core.kafka import end_offsets, ensure_topic, stream_consumer
@@ -98,7 +100,7 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
 
         def wait() -> None:
             try:
-                result.wait_until_finish()
+                wait_until_finished(result)
             except BaseException as error:  # handed to the main thread
                 failure.append(error)
             finally:
@@ -123,6 +125,23 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
     if drain_when_idle is not None and not asked.is_set():
         source.check_drained(positions)
     return {name: totals.get(name, 0) for name in COUNTERS}
+
+
+def wait_until_finished(result: PipelineResult) -> None:
+    """Wait for the job to end, however long it runs: Beam's wait reads the job service's state
+    stream, which gRPC ends after ``--job_server_timeout`` (a user's ``BETLAKE_PIPELINE_ARGS``
+    may set it short); the job is still running then, so its state is polled instead."""
+    try:
+        result.wait_until_finish()
+        return
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    log.debug("the runner's state stream ended (--job_server_timeout): polling the job's state")
+    while not PipelineState.is_terminal(state := result.state):
+        time.sleep(1)
+    if state != PipelineState.DONE:
+        raise BetlakeError(f"the pipeline ended {state} (Prism's log lines above say why)")
 
 
 class _DebugLog(io.TextIOBase):

@@ -40,6 +40,7 @@ log = logging.getLogger("betlake.stream")
 prism_log = logging.getLogger("betlake.prism")
 BEAM_RUNNERS = {"flink": "FlinkRunner", "dataflow": "DataflowRunner"}  # stream and batch there
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner"  # the module of Beam's DaskRunner
+JOB_WATCH_SECONDS = 10 * 365 * 24 * 3600  # how long a stream's state is watched: ten years
 
 
 def prism_binary(cache: Path) -> Path:
@@ -123,7 +124,10 @@ def pipeline_options(
         if dask_scheduler or settings.dask_scheduler:
             args.append(f"--dask_client_address={dask_scheduler or settings.dask_scheduler}")
     elif streaming:
-        args = ["--runner=PrismRunner", "--environment_type=LOOPBACK"]
+        # The job service's state stream, which a running job is watched through, ends after
+        # --job_server_timeout (Beam's default: 300 s): a stream runs for as long as it is let.
+        args = ["--runner=PrismRunner", "--environment_type=LOOPBACK",
+                f"--job_server_timeout={JOB_WATCH_SECONDS}"]  # fmt: skip
         if job_endpoint:
             args.append(f"--job_endpoint={job_endpoint}")
         else:

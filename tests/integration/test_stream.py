@@ -152,6 +152,26 @@ def test_restart_loses_nothing_and_doubles_nothing(stream_settings: Settings, st
     assert_converged(stream_settings, first + second)
 
 
+def test_stream_outlives_the_job_services_timeout(stream_settings: Settings, monkeypatch) -> None:
+    """Beam watches a running job through the job service's state stream, which gRPC ends after
+    --job_server_timeout (300 s by default): the job stopped itself then. With the timeout at
+    8 s, the job still runs at 20 s, publishes what is sent after it, and stops cleanly."""
+    monkeypatch.setenv("BETLAKE_PIPELINE_ARGS", "--job_server_timeout=8")
+    job = start_job(stream_settings)
+    time.sleep(20)
+    assert job.poll() is None, job.communicate()[0]
+    spec = TelemetrySpec(count=2000, start=START, span=timedelta(minutes=30), seed=7)
+    send(stream_settings, spec)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and job.poll() is None and not gold(Lake.of(stream_settings)):
+        time.sleep(1)
+    assert job.poll() is None, job.communicate()[0]
+    assert gold(Lake.of(stream_settings)), "the stream published nothing"
+    os.killpg(job.pid, signal.SIGTERM)
+    output, _ = job.communicate(timeout=60)
+    assert job.returncode == 0 and "stream stopped" in output, output
+
+
 def test_reprocess_publishes_corrections_for_changed_windows(
     stream_settings: Settings, tmp_path: Path
 ) -> None:
