@@ -288,9 +288,7 @@ class ToStatsRowFn(beam.DoFn):
 
     def process(self, pane: SitePane):
         site_id, start_us, end_us, figures, timing = pane
-        reference = self.reference.get()
-        site = reference.site_index(pa.array([site_id])).to_pylist()[0]
-        attributes = reference.sites.slice(site, 1).to_pylist()[0] if site is not None else {}
+        attributes = self.reference.get().site_attributes.get(site_id, {})
         stake, payout = _cents(figures.stake), _cents(figures.payout)
         start = Timestamp(micros=start_us).to_utc_datetime(has_tz=True)
         yield {

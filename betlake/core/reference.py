@@ -7,6 +7,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,12 @@ class Reference:
                 "(materialise bet_sites, players, fx_rates first: betlake reference)"
             )
         return cls.from_tables(*(lake.scan(spec) for spec in REFERENCE_TABLES))
+
+    @cached_property
+    def site_attributes(self) -> dict[str, dict[str, str | None]]:
+        """Each known site's name, brand and country, by site_id (for one row at a time)."""
+        rows = self.sites.select(["site_id", "name", "brand", "country"]).to_pylist()
+        return {row.pop("site_id"): row for row in rows}
 
     def site_index(self, site_id: pa.Array) -> pa.Array:
         """Row of each site in :attr:`sites`, null where the site is unknown."""
