@@ -39,10 +39,10 @@ from streaming.kafka_source import (
     _RESTRICTION,
     _WATERMARK,
     END_OF_PARTITION,
-    PROGRESS,
     PartitionRead,
     PartitionWatermark,
     ReadPartitionsFn,
+    StoredRead,
 )
 from streaming.ledger import EventLedger
 from streaming.metrics import PARTITION_METRICS, Tally
@@ -116,11 +116,10 @@ def restart_watermark(settings: Settings, rows: pa.Table) -> int | None:
 
 
 class ReadShardsFn(ReadPartitionsFn):
-    """Shard numbers -> the figures of each stored read of NATS or Pub/Sub (and its positions on
-    the progress output), forever (or until every shard is quiet, to drain). The restriction
-    counts the reader's calls (the transport, not the reader, knows what is unacked); call 0
-    restores the shard's open windows from bronze. The read's positions count the shard's
-    messages read by this run."""
+    """Shard numbers -> a :class:`StoredRead` per read of NATS or Pub/Sub, forever (or until every
+    shard is quiet, to drain). The restriction counts the reader's calls (the transport, not
+    the reader, knows what is unacked); call 0 restores the shard's open windows from bronze.
+    The read's positions count the shard's messages read by this run."""
 
     def initial_restriction(self, shard: int) -> OffsetRange:
         return OffsetRange(0, END_OF_PARTITION)
@@ -174,7 +173,7 @@ class ReadShardsFn(ReadPartitionsFn):
         if call == 0:
             restored = self._restore(shard, before, clock)
             if restored is not None:
-                yield from self._outputs(restored, before or MIN_TIMESTAMP)
+                yield self._stored(restored, before or MIN_TIMESTAMP)
         deliveries = self._client.fetch(shard, self.batch_size, self.poll_seconds)
         now = time.monotonic()
         if deliveries:
@@ -183,7 +182,7 @@ class ReadShardsFn(ReadPartitionsFn):
             clock.observe(decided.latest_event_us, now, decided.read.ceiling_us)
             self._store(decided.read)
             self._acknowledge(shard, [d.token for d in deliveries])
-            yield from self._outputs(decided.read, before or MIN_TIMESTAMP)
+            yield self._stored(decided.read, before or MIN_TIMESTAMP)
         else:
             backlog = self._client.backlog(shard)
             if backlog and clock.idle_for(now) >= settings.idle_timeout_seconds:
@@ -270,20 +269,20 @@ class ReadShardsFn(ReadPartitionsFn):
 
 
 class ReadShards(beam.PTransform):
-    """The telemetry of NATS or Pub/Sub, validated, stored and acknowledged: each read's
-    figures (main output) and positions (``progress``)."""
+    """The telemetry of NATS or Pub/Sub, validated, stored and acknowledged: a
+    :class:`StoredRead` per read."""
 
     def __init__(self, settings: Settings, shards: list[int], **read_options: object) -> None:
         super().__init__()
         self.settings, self.shards, self.read_options = settings, shards, read_options
         self.windowing = Windowing.of(settings)
 
-    def expand(self, pipeline: beam.Pipeline) -> beam.pvalue.DoOutputsTuple:
+    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         return (
             pipeline
             | "Shards" >> beam.Create(self.shards)
             | "ReadShards"
             >> beam.ParDo(
                 ReadShardsFn(self.settings, self.shards, **self.read_options)
-            ).with_outputs(PROGRESS, main="figures")
+            ).with_output_types(StoredRead)
         )

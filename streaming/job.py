@@ -21,7 +21,7 @@ from betlake.core.lake import Lake
 from betlake.core.reference import Reference
 from betlake.core.transport import describe_source
 from betlake.core.windowing import Windowing
-from streaming.kafka_source import PROGRESS
+from streaming.kafka_source import PROGRESS, SplitStoredReadFn
 from streaming.metrics import PARTITION_METRICS
 from streaming.reporting import close_reporters, reporter_for
 from streaming.runners import counters, stream_options
@@ -52,7 +52,12 @@ def build_stream(
     configured one)."""
     Reference.from_lake(Lake.of(settings))  # fails clearly if it is not loaded yet
     source = source or stream_source(settings)
-    stored = pipeline | "ReadTelemetry" >> source.read(partitions, **read_options)
+    stored = (
+        pipeline
+        | "ReadTelemetry" >> source.read(partitions, **read_options)
+        | "SplitStoredReads"
+        >> beam.ParDo(SplitStoredReadFn()).with_outputs(PROGRESS, main="figures")
+    )
     # PublishPanesFn emits nothing: its output PCollection exists for its watermark, which
     # stays behind every pane not yet in gold and on the topic. Flattened with the progress of
     # the reads, it holds the commit timers back until what those offsets fed is published.

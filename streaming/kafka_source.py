@@ -4,9 +4,9 @@ One restriction per partition (an unbounded offset range starting at the stream 
 committed offset); each call polls a batch, validates it with the contract code, decides each
 event's lateness once (:mod:`streaming.ledger`), makes it durable (the events bronze lacks to
 ``telemetry_raw``, rejected messages to ``telemetry_rejected``), emits what the figures take as
-one Arrow table, with the stored offsets on a second output for the offset commits, and defers
-the remainder. Storing here, not in a step after the read, keeps the payloads (the bulk of a
-message) out of the runner: only the figures' columns cross to the windows.
+one Arrow table with the stored offsets (a :class:`StoredRead`), and defers the remainder.
+Storing here, not in a step after the read, keeps the payloads (the bulk of a message) out of
+the runner: only the figures' columns cross to the windows.
 
 A manual watermark estimator tracks the contract's watermark: the highest event time seen in the
 partition minus the out-of-orderness bound; a partition with no message for the idle
@@ -54,7 +54,7 @@ from streaming.metrics import PARTITION_METRICS, Tally
 
 END_OF_PARTITION = 2**63 - 1
 FIGURE_COLUMNS = [*EVENT_COLUMNS, "window_start"]  # no payload: it is the bulk of a row
-PROGRESS = "progress"  # the reader's second output: StoredOffsets per partition
+PROGRESS = "progress"  # SplitStoredReadFn's second output: StoredOffsets per partition
 log = logging.getLogger("betlake.stream")
 
 
@@ -160,15 +160,34 @@ class _InOrderTracker(OffsetRestrictionTracker):
         return super().try_split(0) if fraction_of_remainder == 0 else None
 
 
+@dataclass(frozen=True)
+class StoredRead:
+    """A read once bronze holds it: the events the figures take now (``FIGURE_COLUMNS``) and
+    where it was, for the offset commits."""
+
+    partition: int
+    figures: pa.Table
+    offsets: StoredOffsets
+
+
+class SplitStoredReadFn(beam.DoFn):
+    """A :class:`StoredRead` -> its figures (if any), and ``(partition, StoredOffsets)`` on the
+    progress output, both at the read's timestamp."""
+
+    def process(self, stored: StoredRead):
+        if stored.figures.num_rows:
+            yield stored.figures
+        yield TaggedOutput(PROGRESS, (stored.partition, tuple(stored.offsets)))
+
+
 # The DoFn is its own restriction and watermark estimator provider.
 _RESTRICTION = beam.DoFn.RestrictionParam()
 _WATERMARK = beam.DoFn.WatermarkEstimatorParam()
 
 
 class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvider):
-    """Partition numbers -> each read's figures (an Arrow table of ``FIGURE_COLUMNS``: the
-    on-time events not counted yet) once bronze holds the read, and on the ``progress`` output
-    ``(partition, StoredOffsets)``; forever (or until idle, to drain).
+    """Partition numbers -> a :class:`StoredRead` per read, once bronze holds it (its figures:
+    the on-time events not counted yet); forever (or until idle, to drain).
 
     Each partition's restriction is its offset range from the committed offset on; it is never
     split, so one partition is read in order by one reader. Its watermark starts where it was
@@ -288,7 +307,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             decided = self._validate(partition, claimed, before)
             clock.observe(decided.latest_event_us, now, decided.read.ceiling_us)
             self._store(decided.read)
-            yield from self._outputs(decided.read, before or MIN_TIMESTAMP)
+            yield self._stored(decided.read, before or MIN_TIMESTAMP)
         else:
             ends = self._ends.poll(consumer, now)
             behind = ends is None or ends[partition] > self._positions[partition]
@@ -320,16 +339,15 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             too_late=read.too_late,
         )
 
-    def _outputs(self, read: PartitionRead, at: Timestamp):
-        """A stored read's figures, and its :class:`StoredOffsets` on the progress output."""
+    def _stored(self, read: PartitionRead, at: Timestamp) -> TimestampedValue:
+        """What the job takes of a stored read: its figures and :class:`StoredOffsets`."""
         open_until = at.micros
         if read.figures.num_rows:
-            yield TimestampedValue(read.figures, at)
             last_start = pc.max(pc.cast(read.figures.column("window_start"), pa.int64())).as_py()
             open_until = max(open_until, self.windowing.commit_after_us(last_start))
         watermark = -1 if read.watermark_us is None else read.watermark_us
         stored = StoredOffsets(read.first_offset, read.next_offset, open_until, watermark)
-        yield TaggedOutput(PROGRESS, TimestampedValue((read.partition, tuple(stored)), at))
+        return TimestampedValue(StoredRead(read.partition, read.figures, stored), at)
 
     def _drained(self, behind: bool, now: float) -> bool:
         """Whether this partition may end a drained run: it is read to its end offset, and no
@@ -389,8 +407,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
 
 
 class ReadTelemetry(beam.PTransform):
-    """The telemetry topic, validated and stored: each read's figures (main output) and its
-    stored offsets (``progress``)."""
+    """The telemetry topic, validated and stored: a :class:`StoredRead` per read."""
 
     def __init__(self, settings: Settings, partitions: list[int], **read_options: object) -> None:
         super().__init__()
@@ -399,12 +416,12 @@ class ReadTelemetry(beam.PTransform):
         self.partitions = partitions
         self.read_options = read_options
 
-    def expand(self, pipeline: beam.Pipeline) -> beam.pvalue.DoOutputsTuple:
+    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         return (
             pipeline
             | "Partitions" >> beam.Create(self.partitions)
             | "ReadPartitions"
             >> beam.ParDo(
                 ReadPartitionsFn(self.settings, self.partitions, **self.read_options)
-            ).with_outputs(PROGRESS, main="figures")
+            ).with_output_types(StoredRead)
         )

@@ -37,9 +37,9 @@ class StreamSource(Protocol):
         ...
 
     def read(self, shards: list[int], **options: object) -> beam.PTransform:
-        """Pipeline -> each stored read's figures (an Arrow table) of ``shards``, and on the
-        ``progress`` output ``(shard, StoredOffsets)``. A read is in bronze (and, for an
-        acknowledging source, acknowledged) before its figures are emitted."""
+        """Pipeline -> a :class:`~streaming.kafka_source.StoredRead` per read of ``shards``: a
+        read is in bronze (and, for an acknowledging source, acknowledged) before it is
+        emitted."""
         ...
 
     def check_drained(self, metrics: dict[str, int]) -> None:
