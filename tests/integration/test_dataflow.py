@@ -20,7 +20,7 @@ from betlake.core.lake import Lake
 
 pytestmark = pytest.mark.integration
 
-STREAM_STAGES = {"ReadTelemetry", "StoreTelemetry", "SiteWindowStats", "PublishPanes",
+STREAM_STAGES = {"ReadTelemetry", "SplitStoredReads", "SiteWindowStats", "PublishPanes",
                  "HoldCommitsUntilPublished", "CommitOffsets"}  # fmt: skip
 BATCH_STAGES = {"Chunks", "ReadRaw", "SiteWindowStats", "AllRows", "ReplaceGold"}
 
