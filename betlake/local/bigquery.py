@@ -122,8 +122,7 @@ class BigQueryService(DaemonService):
     name = "bigquery"
     summary = "BigQuery emulator (bqemulator in its own venv) for the mirror of gold"
 
-    def daemon(self) -> Daemon:
-        return daemon()
+    daemon = staticmethod(daemon)
 
     def launch(self, settings: Settings) -> int:
         return start(settings)

@@ -81,8 +81,7 @@ class HdfsService(DaemonService):
     name = "hdfs"
     summary = "HDFS MiniDFSCluster (one JVM, jars from Maven Central) for a lake at hdfs://"
 
-    def daemon(self) -> Daemon:
-        return daemon()
+    daemon = staticmethod(daemon)
 
     def launch(self, settings: Settings) -> int:
         return start(settings)

@@ -50,8 +50,7 @@ class NatsService(DaemonService):
     name = "nats"
     summary = "NATS server with JetStream (Debian's nats-server)"
 
-    def daemon(self) -> Daemon:
-        return daemon()
+    daemon = staticmethod(daemon)
 
     def launch(self, settings: Settings) -> int:
         return start(settings.nats_url)

@@ -65,8 +65,7 @@ class PubSubService(DaemonService):
     name = "pubsub"
     summary = "Google Pub/Sub emulator (from the Google Cloud SDK)"
 
-    def daemon(self) -> Daemon:
-        return daemon()
+    daemon = staticmethod(daemon)
 
     def launch(self, settings: Settings) -> int:
         return start(settings.pubsub_emulator_host or DEFAULT_HOST)

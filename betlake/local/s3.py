@@ -101,8 +101,7 @@ class S3Service(DaemonService):
     name = "s3"
     summary = "S3-compatible object store (moto server) for a lake at s3://bucket/lake"
 
-    def daemon(self) -> Daemon:
-        return daemon()
+    daemon = staticmethod(daemon)
 
     def launch(self, settings: Settings) -> int:
         return start(settings)
