@@ -22,7 +22,7 @@ from betlake.defs.gold import (
     telemetry_raw,
     window_partitions,
 )
-from betlake.defs.maintenance import maintain_lake
+from betlake.defs.maintenance import maintain_lake, maintain_schedule
 from betlake.defs.reference import reference_assets, site_currencies_have_rates
 from betlake.defs.resources import BetlakeResource
 
@@ -40,7 +40,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ],
         asset_checks=[site_currencies_have_rates, *freshness_checks],
         jobs=[maintain_lake, reprocess_job, reload_reference_job],
-        schedules=schedules(settings),
+        schedules=[*schedules(settings), maintain_schedule(settings)],
         sensors=[late_data_sensor, freshness_sensor],
         resources={"betlake": BetlakeResource(), "bigquery": bigquery_resource(settings)},
         # Runs are one step or a few light ones, and the heavy work is the Beam pipeline's: a

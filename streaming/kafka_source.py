@@ -3,8 +3,9 @@
 One restriction per partition (an unbounded offset range starting at the stream group's
 committed offset); each call polls a batch, validates it with the contract code, decides each
 event's lateness once (:mod:`streaming.ledger`), makes it durable (the events bronze lacks to
-``telemetry_raw``, rejected messages to ``telemetry_rejected``), emits what the figures take as
-one Arrow table with the stored offsets (a :class:`StoredRead`), and defers the remainder.
+``telemetry_raw``, rejected messages to ``telemetry_rejected``; a :class:`Compactor` keeps
+both few-filed), emits what the figures take as one Arrow table with the stored offsets (a
+:class:`StoredRead`), and defers the remainder.
 Storing here, not in a step after the read, keeps the payloads (the bulk of a message) out of
 the runner: only the figures' columns cross to the windows.
 
@@ -47,7 +48,7 @@ from betlake.core.contract import (
     validate,
 )
 from betlake.core.kafka import Committed, committed_offsets, consume, end_offsets, stream_consumer
-from betlake.core.lake import Lake
+from betlake.core.lake import Compactor, Lake
 from betlake.core.windowing import US, Windowing, epoch_us
 from streaming.ledger import EventLedger
 from streaming.metrics import PARTITION_METRICS, Tally
@@ -210,6 +211,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         self.poll_seconds = poll_seconds
         self.drain_when_idle = drain_when_idle
         self.ledger_handle = Shared()  # one ledger for every reader of a worker
+        self.compactor_handle = Shared()  # and one compactor of the tables they append to
 
     def initial_restriction(self, partition: int) -> OffsetRange:
         start = self._committed(partition).offset
@@ -243,6 +245,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         self._ends = TopicEnds(self.settings, self.partitions)
         self._ledger = self.ledger_handle.acquire(self._new_ledger)
         self._lake = Lake.of(self.settings)
+        self._compactor = self.compactor_handle.acquire(lambda: Compactor(Lake.of(self.settings)))
         self._tally = Tally("telemetry")
 
     def _new_ledger(self) -> EventLedger:
@@ -330,13 +333,31 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
     def _store(self, read: PartitionRead) -> None:
         """Make the read durable: its rejected messages (keyed by origin) and the events bronze
         lacks, with the lateness the ledger decided."""
-        self._lake.insert_new(TELEMETRY_REJECTED, read.rejected)
+        self._store_rejected(read)
         self._lake.append(TELEMETRY_RAW, read.to_store)
+        self._compactor.wrote(TELEMETRY_REJECTED, read.rejected)
+        self._compactor.wrote(TELEMETRY_RAW, read.to_store)
         self._tally.add(
             messages_in=read.next_offset - read.first_offset,
             events_in=read.events,
             rejected=read.rejected.num_rows,
             too_late=read.too_late,
+        )
+
+    def _store_rejected(self, read: PartitionRead) -> None:
+        """Rejected messages are keyed by their offset, and each append records the highest
+        offset of the partition stored so far in the same commit (:meth:`Lake.progress`): a
+        read past it is new as a whole and appended without a lookup; a re-read (a restart, a
+        bundle retried on any worker) is matched against the table first."""
+        if not read.rejected.num_rows:
+            return
+        writer = f"betlake-stream:{self.settings.telemetry_topic}:{read.partition}"
+        through = self._lake.progress(TELEMETRY_REJECTED, writer)
+        rows = read.rejected
+        if through is None or read.first_offset <= through:
+            rows = self._lake.unseen(TELEMETRY_REJECTED, rows)
+        self._lake.append(
+            TELEMETRY_REJECTED, rows, progress=(writer, max(through or -1, read.next_offset - 1))
         )
 
     def _stored(self, read: PartitionRead, at: Timestamp) -> TimestampedValue:

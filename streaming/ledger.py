@@ -6,11 +6,16 @@ every re-read (after a restart, a crash, a duplicate delivery) obeys the stored 
 (loaded once per window from the lake, then kept up to date by this run's own decisions) and
 the events this run has counted into its figures, so that a read is split into what to store
 (events bronze lacks), and what to count (on-time events this run has not counted yet).
+
+A closed window (no event counts into it any more) keeps only what bronze holds, compactly
+(:class:`ClosedWindow`), for a budget of events: a late event for it is then decided without
+reading bronze, which would otherwise happen on every read that carries one.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +27,37 @@ from betlake.core.windowing import Windowing
 
 # window starts (epoch us) -> bronze's (event_id, window_start, arrived_late) rows in them
 BronzeLoader = Callable[[list[int]], pa.Table]
+CLOSED_EVENTS_KEPT = 8_000_000  # events of closed windows kept in memory (9 bytes each)
+
+
+class ClosedWindow:
+    """Bronze's events of a closed window: the sorted 64-bit hashes of their ids with their
+    ``arrived_late`` flags (9 bytes an event, not a dict entry), and the few added since.
+
+    Two ids with one hash (odds about n / 2**64) would make the second look stored already."""
+
+    def __init__(self, flags: dict[str, bool]) -> None:
+        hashes = np.fromiter(map(hash, flags), np.int64, len(flags))
+        order = np.argsort(hashes)
+        self.hashes = hashes[order]
+        self.late = np.fromiter(flags.values(), bool, len(flags))[order]
+        self.added: dict[str, bool] = {}
+
+    def __len__(self) -> int:
+        return len(self.hashes) + len(self.added)
+
+    def get(self, event_id: str) -> bool | None:
+        """The event's stored flag, or None if bronze lacks it."""
+        flag = self.added.get(event_id)
+        if flag is None:
+            key = hash(event_id)
+            at = int(np.searchsorted(self.hashes, key))
+            if at < len(self.hashes) and self.hashes[at] == key:
+                flag = bool(self.late[at])
+        return flag
+
+    def __setitem__(self, event_id: str, flag: bool) -> None:
+        self.added[event_id] = flag
 
 
 @dataclass(frozen=True)
@@ -37,9 +73,11 @@ class Decision:
 class EventLedger:
     """Bronze's lateness decisions and this run's counted events, per open window.
 
-    Shared by every reader of a worker (thread-safe). A window is forgotten once the watermark
-    of every partition has passed its close (end plus allowed lateness): nothing is counted
-    into it any more, and an event for it that comes later is looked up in bronze again.
+    Shared by every reader of a worker (thread-safe). A window closes once the watermark of
+    every partition has passed its close (end plus allowed lateness): nothing is counted into
+    it any more, and its events move to a :class:`ClosedWindow`; the least recently used of
+    those are forgotten beyond ``closed_events_kept`` events, and an event for a forgotten
+    window is looked up in bronze again.
     """
 
     def __init__(
@@ -47,13 +85,16 @@ class EventLedger:
         load: BronzeLoader,
         partitions: list[int],
         windowing: Windowing,
+        closed_events_kept: int = CLOSED_EVENTS_KEPT,
     ) -> None:
         self.load = load
         self.partitions = frozenset(partitions)
         self.windowing = windowing
+        self.closed_events_kept = closed_events_kept
         self.lock = threading.Lock()
         self.flags: dict[int, dict[str, bool]] = {}  # window start -> event_id -> arrived_late
         self.counted: dict[int, set[str]] = {}  # window start -> event_ids in this run's figures
+        self.closed: OrderedDict[int, ClosedWindow] = OrderedDict()  # least recently used first
         self.watermarks: dict[int, int] = {}  # partition -> its latest watermark
 
     def decide(
@@ -65,46 +106,76 @@ class EventLedger:
         n = len(event_ids)
         late, store, count = (np.zeros(n, dtype=bool) for _ in range(3))
         with self.lock:
-            self._load_missing(window_starts)
+            windows = self._windows_of(window_starts)
             for i, (event_id, start) in enumerate(zip(event_ids, window_starts.tolist(),
                                                       strict=True)):  # fmt: skip
-                flags = self.flags[start]
+                flags = windows[start]
                 stored = flags.get(event_id)
                 if stored is None:
                     stored = flags[event_id] = bool(late_by_watermark[i])
                     store[i] = True
                 late[i] = stored
-                if not stored and not late_by_watermark[i]:
+                if not stored and not late_by_watermark[i] and start in self.flags:
                     counted = self.counted.setdefault(start, set())
                     if event_id not in counted:
                         counted.add(event_id)
                         count[i] = True
         return Decision(late=late, store=store, count=count)
 
-    def _load_missing(self, window_starts: np.ndarray) -> None:
-        missing = sorted(set(np.unique(window_starts).tolist()) - self.flags.keys())
+    def _windows_of(self, window_starts: np.ndarray) -> dict[int, dict | ClosedWindow]:
+        """The windows of a read, open or closed, loading from bronze those the ledger lacks."""
+        starts = set(np.unique(window_starts).tolist())
+        for start in starts & self.closed.keys():
+            self.closed.move_to_end(start)  # recently used: kept
+        self._load_missing(sorted(starts - self.flags.keys() - self.closed.keys()), starts)
+        return {start: self.flags[start] if start in self.flags else self.closed[start]
+                for start in starts}  # fmt: skip
+
+    def _load_missing(self, missing: list[int], in_use: set[int]) -> None:
+        """Load windows from bronze: open ones into ``flags``, closed ones compactly."""
         if not missing:
             return
-        for start in missing:
-            self.flags[start] = {}
+        loaded: dict[int, dict[str, bool]] = {start: {} for start in missing}
         rows = self.load(missing)
         starts = pc.cast(rows.column("window_start"), pa.int64()).to_pylist()
         for event_id, start, flag in zip(rows.column("event_id").to_pylist(), starts,
                                          rows.column("arrived_late").to_pylist(),
                                          strict=True):  # fmt: skip
-            self.flags[start].setdefault(event_id, bool(flag))
+            loaded[start].setdefault(event_id, bool(flag))
+        lowest = self._lowest_watermark()
+        for start, flags in loaded.items():
+            if lowest is not None and self.windowing.closes_us(start) <= lowest:
+                self._keep_closed(start, flags, in_use)
+            else:
+                self.flags[start] = flags
+
+    def _lowest_watermark(self) -> int | None:
+        """The lowest watermark of the partitions, once every one has been heard of."""
+        if self.watermarks.keys() < self.partitions:
+            return None  # a partition not heard of yet may still hold any window open
+        return min(self.watermarks.values())
+
+    def _keep_closed(self, start: int, flags: dict[str, bool], in_use: set[int]) -> None:
+        """Keep a closed window's events compactly; forget the least recently used closed
+        windows (but those of the read at hand) beyond the budget."""
+        self.closed[start] = ClosedWindow(flags)
+        kept = sum(map(len, self.closed.values()))
+        for old in [s for s in self.closed if s not in in_use and s != start]:
+            if kept <= self.closed_events_kept:
+                break
+            kept -= len(self.closed.pop(old))
 
     def advance(self, partition: int, watermark_us: int) -> None:
-        """Note a partition's watermark; forget the windows every known partition has closed."""
+        """Note a partition's watermark; close the windows every partition has closed."""
         with self.lock:
             self.watermarks[partition] = max(watermark_us, self.watermarks.get(partition, 0))
-            if self.watermarks.keys() < self.partitions:
-                return  # a partition not heard of yet may still hold any window open
-            lowest = min(self.watermarks.values())
+            lowest = self._lowest_watermark()
+            if lowest is None:
+                return
             for start in [s for s in self.flags if self.windowing.closes_us(s) <= lowest]:
-                del self.flags[start]
+                self._keep_closed(start, self.flags.pop(start), set())
                 self.counted.pop(start, None)
 
     def windows(self) -> int:
-        """How many windows the ledger holds (for tests and logs)."""
+        """How many open windows the ledger holds (for tests and logs)."""
         return len(self.flags)

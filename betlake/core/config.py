@@ -63,6 +63,7 @@ class Settings:
     bigquery_dataset: str = "betlake"
     backfill_cron: str = "30 0 * * *"  # the nightly recomputation of yesterday
     reference_cron: str = "0 5 * * *"  # the reference data reload
+    maintain_cron: str = "0 3 * * *"  # the lake's compaction and vacuum
     s3_endpoint: str | None = None  # an S3-compatible server's URL; unset: AWS S3
     s3_region: str = "us-east-1"
     s3_access_key_id: str | None = None  # unset: delta-rs's own chain (profile, instance role)
@@ -121,6 +122,7 @@ class Settings:
             bigquery_dataset=env.get("BETLAKE_BIGQUERY_DATASET") or cls.bigquery_dataset,
             backfill_cron=env.get("BETLAKE_BACKFILL_CRON", cls.backfill_cron),
             reference_cron=env.get("BETLAKE_REFERENCE_CRON", cls.reference_cron),
+            maintain_cron=env.get("BETLAKE_MAINTAIN_CRON", cls.maintain_cron),
             s3_endpoint=_first(
                 env, "BETLAKE_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
             ),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from betlake.core.config import Settings
@@ -163,10 +164,22 @@ class Lake:
             spec.name,
         )
 
-    def append(self, spec: TableSpec, data: pa.Table) -> None:
-        """Append rows as they are."""
+    def append(
+        self, spec: TableSpec, data: pa.Table, progress: tuple[str, int] | None = None
+    ) -> None:
+        """Append rows as they are; ``progress``: a writer's name and how far it has written
+        (recorded in the same commit, see :meth:`progress`)."""
         if data.num_rows:
-            self._write(spec, data, mode="append")
+            properties = None
+            if progress is not None:
+                properties = CommitProperties(app_transactions=[Transaction(*progress)])
+            self._write(spec, data, mode="append", commit_properties=properties)
+
+    def progress(self, spec: TableSpec, writer: str) -> int | None:
+        """How far ``writer`` has written to the table, by its last :meth:`append` (Delta's
+        transaction identifiers: read from the log, not the data), or None."""
+        table = self.open(spec.name)
+        return None if table is None else table.transaction_version(writer)
 
     def overwrite(self, spec: TableSpec, data: pa.Table) -> None:
         """Replace the whole table in one commit (reference loads)."""
@@ -243,9 +256,15 @@ class Lake:
         a busy concurrent writer cannot starve this one. Two writers must not add the same key
         at the same moment (the stream reads each key's partition with one reader).
         """
+        data = self.unseen(spec, data)
+        self.append(spec, data)
+        return data.num_rows
+
+    def unseen(self, spec: TableSpec, data: pa.Table) -> pa.Table:
+        """The first row of each key in ``data`` that the table does not hold."""
         data = first_per_key(data, spec.key)
         if not data.num_rows:
-            return 0
+            return data
         where = ds.scalar(True)  # prune by partition and key_within; keys matched in memory
         for column in spec.partition_by:
             where &= ds.field(column).isin(pc.unique(data.column(column)))
@@ -257,8 +276,7 @@ class Lake:
         if stored.num_rows:
             seen = pc.is_in(_key_strings(data, spec.key), value_set=_key_strings(stored, spec.key))
             data = data.filter(pc.invert(seen))
-        self.append(spec, data)
-        return data.num_rows
+        return data
 
     def scan(
         self,
@@ -286,12 +304,25 @@ class Lake:
                 con.register(name, table.to_pyarrow_dataset())
         return con
 
+    def compact(self, name: str, partition: dict[str, str] | None = None, **options) -> dict:
+        """Rewrite the small files of a table (of one partition: column -> value) into few
+        large ones, in one commit; appends may go on meanwhile. Returns delta-rs' metrics."""
+        filters = [(column, "=", value) for column, value in (partition or {}).items()]
+
+        def compact() -> dict:
+            table = self.open(name)
+            if table is None:
+                return {"numFilesAdded": 0, "numFilesRemoved": 0}
+            return table.optimize.compact(partition_filters=filters or None, **options)
+
+        return with_commit_retry(compact, name)
+
     def maintain(self, name: str, retention_hours: int = 168) -> dict[str, int]:
         """Compact small files, then vacuum files unreferenced for ``retention_hours``."""
-        table = self.open(name)
+        compacted = self.compact(name)
+        table = self.open(name)  # as compacted: what it replaced is unreferenced now
         if table is None:
             return {"files_added": 0, "files_removed": 0, "files_vacuumed": 0}
-        compacted = with_commit_retry(lambda: table.optimize.compact(), name)
         vacuumed = table.vacuum(
             retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
         )
@@ -300,6 +331,59 @@ class Lake:
             "files_removed": int(compacted["numFilesRemoved"]),
             "files_vacuumed": len(vacuumed),
         }
+
+
+class Compactor:
+    """Keeps the tables a long-running writer appends to few-filed: at most every
+    ``every_seconds``, on a thread of its own, it compacts the partitions written since its
+    last pass (delta-rs works without the GIL; appends go on meanwhile).
+
+    A stream commits a few small files a second; without this, every later open, scan and
+    commit of those tables reads more files than the last one (the soak of stop 15)."""
+
+    def __init__(self, lake: Lake, every_seconds: float = 30.0, target_bytes: int = 64 << 20):
+        self.lake = lake
+        self.every_seconds = every_seconds
+        self.target_bytes = target_bytes
+        self.lock = threading.Lock()
+        self.written: dict[str, tuple[TableSpec, set[tuple]]] = {}  # since the last pass
+        self.last_pass = time.monotonic()
+        self.running: threading.Thread | None = None
+
+    def wrote(self, spec: TableSpec, data: pa.Table) -> None:
+        """Note rows appended to a table; start a pass if one is due and none runs."""
+        if not data.num_rows:
+            return
+        columns = list(spec.partition_by)
+        values = {()}
+        if columns:
+            distinct = data.select(columns).group_by(columns).aggregate([]).to_pydict()
+            values = set(zip(*(map(str, distinct[c]) for c in columns), strict=True))
+        with self.lock:
+            self.written.setdefault(spec.name, (spec, set()))[1].update(values)
+            now = time.monotonic()
+            if now - self.last_pass < self.every_seconds or (
+                self.running is not None and self.running.is_alive()
+            ):
+                return
+            work, self.written, self.last_pass = self.written, {}, now
+            self.running = threading.Thread(
+                target=self._compact, args=(work,), name="compactor", daemon=True
+            )
+            self.running.start()
+
+    def _compact(self, work: dict[str, tuple[TableSpec, set[tuple]]]) -> None:
+        for name, (spec, partitions) in work.items():
+            for values in sorted(partitions):
+                partition = dict(zip(spec.partition_by, values, strict=True))
+                try:
+                    done = self.lake.compact(name, partition, target_size=self.target_bytes,
+                                             max_concurrent_tasks=1)  # fmt: skip
+                except Exception:  # compaction only saves time: the stream goes on without it
+                    log.warning("compacting %s %s failed", name, partition, exc_info=True)
+                    continue
+                log.info("compacted %s %s: %d files into %d", name, partition,
+                         done["numFilesRemoved"], done["numFilesAdded"])  # fmt: skip
 
 
 class KeyIndex:

@@ -1,7 +1,10 @@
-"""Lake upkeep: compact small files and vacuum unreferenced ones, as a job anyone can run."""
+"""Lake upkeep: compact small files and vacuum unreferenced ones, as a job anyone can run and
+every night on a schedule (the stream compacts what it appends as it goes; the files that
+compaction replaces stay for time travel until this vacuums them)."""
 
 import dagster as dg
 
+from betlake.core.config import Settings
 from betlake.core.contract import TABLES
 from betlake.defs.resources import BetlakeResource
 
@@ -23,3 +26,14 @@ def compact_and_vacuum(
 @dg.job(description="Compact every lake table, then vacuum files older than the retention.")
 def maintain_lake() -> None:
     compact_and_vacuum()
+
+
+def maintain_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    """:data:`maintain_lake` on the cron of ``settings``."""
+    return dg.ScheduleDefinition(
+        job=maintain_lake,
+        cron_schedule=settings.maintain_cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Every night, compact every lake table and vacuum what compaction replaced.",
+    )

@@ -219,7 +219,8 @@ def wait_for_backfill(instance: dg.DagsterInstance, timeout: float = 600) -> str
 def test_sensor_and_schedules_are_running(ui: Console, browser_page: Page) -> None:
     page = browser_page
     visit(page, f"{ui.url}/automation", lambda page: page.get_by_text("late_data_sensor"))
-    for name in ("late_data_sensor", "nightly_backfill", "reload_reference_schedule"):
+    for name in ("late_data_sensor", "nightly_backfill", "reload_reference_schedule",
+                 "maintain_lake_schedule"):  # fmt: skip
         row = page.locator("[class*=ListItem_listItem]", has=page.get_by_text(name, exact=True))
         expect(row.locator("[class*=ListItem_right] input[type=checkbox]")).to_be_checked()
     shot(page, "5-automation")

@@ -109,6 +109,7 @@ def test_reads_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -
         ("BETLAKE_BIGQUERY_DATASET", "gold", "bigquery_dataset", "gold"),
         ("BETLAKE_BACKFILL_CRON", "15 2 * * *", "backfill_cron", "15 2 * * *"),
         ("BETLAKE_REFERENCE_CRON", "0 6 * * 1", "reference_cron", "0 6 * * 1"),
+        ("BETLAKE_MAINTAIN_CRON", "0 4 * * 0", "maintain_cron", "0 4 * * 0"),
         ("BETLAKE_LAKE", "hdfs://127.0.0.1:9820/lake", "lake", "hdfs://127.0.0.1:9820/lake"),
         ("BETLAKE_S3_ENDPOINT", "http://127.0.0.1:9000", "s3_endpoint", "http://127.0.0.1:9000"),
         ("AWS_ENDPOINT_URL", "https://s3.example", "s3_endpoint", "https://s3.example"),

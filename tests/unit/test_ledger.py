@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from betlake.core.contract import TIMESTAMP
 from betlake.core.windowing import Windowing
-from streaming.ledger import EventLedger
+from streaming.ledger import ClosedWindow, EventLedger
 
 S = 1_000_000
 W0 = 1_795_564_800 * S  # a window start
@@ -74,7 +74,7 @@ def test_each_window_is_loaded_from_bronze_once() -> None:
     assert bronze.asked == [[W0], [W1]]
 
 
-def test_windows_are_forgotten_once_every_partition_has_closed_them() -> None:
+def test_windows_close_once_every_partition_has_closed_them() -> None:
     bronze = Bronze([("a", W0, False)])
     ledger = EventLedger(bronze, [0, 1], Windowing(300, 30, 900))
     decide(ledger, ["a", "b"], [W0, W1], [False, False])
@@ -84,6 +84,40 @@ def test_windows_are_forgotten_once_every_partition_has_closed_them() -> None:
     assert ledger.windows() == 2
     ledger.advance(1, closes)
     assert ledger.windows() == 1
-    # a later duplicate of a forgotten window is looked up again, and counted no more
+    # a later duplicate of the closed window is known without bronze, and counted no more
     assert decide(ledger, ["a"], [W0], [True]) == ([False], [False], [False])
-    assert bronze.asked[-1] == [W0]
+    assert bronze.asked == [[W0, W1]]
+
+
+def test_a_late_event_of_a_closed_window_is_stored_once() -> None:
+    """The soak's finding: every read carrying an event of a closed window read bronze."""
+    bronze = Bronze([("a", W0, False)])
+    ledger = EventLedger(bronze, [0], Windowing(300, 30, 900))
+    ledger.advance(0, W1 + 1200 * S)  # W0 and W1 closed before anything was read
+    assert decide(ledger, ["x", "a"], [W0, W0], [True, True]) == (
+        [True, False], [True, False], [False, False])  # fmt: skip
+    assert decide(ledger, ["x", "y", "y"], [W0, W0, W0], [True, True, True]) == (
+        [True, True, True], [False, True, False], [False, False, False])  # fmt: skip
+    assert bronze.asked == [[W0]]  # loaded once, then kept closed
+
+
+def test_closed_windows_beyond_the_budget_are_looked_up_in_bronze_again() -> None:
+    bronze = Bronze([("a", W0, False), ("b", W1, True), ("c", W1, False)])
+    ledger = EventLedger(bronze, [0], Windowing(300, 30, 900), closed_events_kept=2)
+    ledger.advance(0, W1 + 1200 * S)
+    decide(ledger, ["a"], [W0], [True])
+    decide(ledger, ["b"], [W1], [True])  # 3 events kept closed: W0, the least recent, goes
+    assert decide(ledger, ["a", "c"], [W0, W1], [True, True]) == (
+        [False, False], [False, False], [False, False])  # fmt: skip
+    assert bronze.asked == [[W0], [W1], [W0]]
+    # a window of a read in hand is never the one forgotten, even over the budget
+    assert len(ledger.closed) == 2
+
+
+def test_a_closed_window_knows_each_of_its_events_and_no_other() -> None:
+    flags = {f"event-{i}": i % 3 == 0 for i in range(100_000)}
+    closed = ClosedWindow(flags)
+    assert all(closed.get(event_id) == flag for event_id, flag in flags.items())
+    assert [closed.get(f"other-{i}") for i in range(10_000)] == [None] * 10_000
+    closed["other-1"] = True
+    assert closed.get("other-1") is True and len(closed) == 100_001

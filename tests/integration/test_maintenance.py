@@ -1,0 +1,48 @@
+"""The lake's upkeep job and its nightly schedule: small files compacted, replaced files
+vacuumed, every row kept (recounted from the batches written)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+from betlake.core.config import Settings
+from betlake.core.contract import TELEMETRY_RAW
+from betlake.core.lake import Lake
+from betlake.defs.maintenance import maintain_lake, maintain_schedule
+from betlake.defs.resources import BetlakeResource
+from tests.integration.test_compaction import bronze_batches
+
+pytestmark = pytest.mark.integration
+
+
+def test_maintain_lake_compacts_and_vacuums_and_keeps_every_row(settings) -> None:
+    lake = Lake.of(settings)
+    batches, _ = bronze_batches(settings, 12)
+    for batch in batches:
+        lake.append(TELEMETRY_RAW, batch)
+    table_dir = Path(settings.lake) / TELEMETRY_RAW.name
+    written = len(list(table_dir.rglob("*.parquet")))
+    result = maintain_lake.execute_in_process(
+        run_config={"ops": {"compact_and_vacuum": {"config": {"retention_hours": 0}}}},
+        resources={"betlake": BetlakeResource(lake_root=settings.lake)},
+    )
+    assert result.success
+    dates = len(set(pa.concat_tables(batches).column("event_date").to_pylist()))
+    assert written >= len(batches) and len(lake.open(TELEMETRY_RAW.name).file_uris()) == dates
+    assert len(list(table_dir.rglob("*.parquet"))) == dates  # the replaced files are gone
+    expected = pa.concat_tables(batches)
+    assert lake.connect().execute("SELECT count(*) FROM telemetry_raw").fetchone() == (
+        expected.num_rows,
+    )
+
+
+def test_the_upkeep_runs_every_night_on_its_configured_cron() -> None:
+    assert maintain_schedule(Settings()).cron_schedule == "0 3 * * *"
+    settings = Settings.from_env({"BETLAKE_MAINTAIN_CRON": "0 4 * * 0"})
+    schedule = maintain_schedule(settings)
+    assert schedule.cron_schedule == "0 4 * * 0"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
