@@ -98,9 +98,9 @@ def main() -> None:
                                    stdout=subprocess.DEVNULL, stderr=job_log)  # fmt: skip
         producer.wait("sending")
         began = time.time()
-        rss: list[tuple[float, float]] = []
+        rss: list[tuple[float, float, float]] = []  # seconds, job + Prism, job alone
         while producer.process.is_alive() and job.poll() is None:
-            rss.append((time.time() - began, family_rss(job.pid)))
+            rss.append((time.time() - began, family_rss(job.pid), rss_mib(job.pid)))
             print(f"\r{rss[-1][0] / 60:5.1f} min  RSS {rss[-1][1]:,.0f} MiB", end="", flush=True)
             producer.process.join(SAMPLE_SECONDS)
         print()
@@ -121,25 +121,39 @@ def main() -> None:
     report(args, sent, rss, published, began)
 
 
-def report(args, sent: dict, rss: list[tuple[float, float]], published: dict, began: float):
-    """Print the per-minute series, the verdicts, and draw them."""
+def report(
+    args, sent: dict, rss: list[tuple[float, float, float]], published: dict, began: float
+) -> None:
+    """Print the per-minute series, the verdicts, and draw them; each window's delay goes to
+    a CSV beside the plot."""
     delays: dict[int, list[float]] = defaultdict(list)
-    for window, at in sent["first_sent"].items():
+    lines = ["window_start_us,closing_event_sent_s,first_on_time_s,delay_s"]
+    for window, at in sorted(sent["first_sent"].items()):
         if window in published:
             delays[int((at - began) // 60)].append(published[window] - at)
+            lines.append(f"{window},{at - began:.3f},{published[window] - began:.3f},"
+                         f"{published[window] - at:.3f}")  # fmt: skip
+    early = sum(d < 0 for ds in delays.values() for d in ds)
     memory: dict[int, list[float]] = defaultdict(list)
-    for second, mib in rss:
+    job_memory: dict[int, list[float]] = defaultdict(list)
+    for second, mib, job_mib in rss:
         memory[int(second // 60)].append(mib)
+        job_memory[int(second // 60)].append(job_mib)
     rate = sent["messages"] / (sent["ended"] - sent["began"])
     windows = sum(map(len, delays.values()))
     print(f"{sent['messages']:,} messages at {rate:,.0f}/s (asked {args.rate:,.0f}) for "
           f"{args.minutes} min; {windows} windows published ON_TIME")  # fmt: skip
-    print("minute  RSS MiB (median)  windows  publish delay p95 s")
+    if early:
+        print(f"{early} windows published before the event that closes them was sent: the "
+              f"watermark ran ahead of the events (see the CSV)")  # fmt: skip
+    print("minute  RSS MiB (median)  of which the job  windows  publish delay p95 s")
     for minute in range(args.minutes):
         mib = statistics.median(memory[minute]) if memory[minute] else float("nan")
+        job_mib = statistics.median(job_memory[minute]) if job_memory[minute] else float("nan")
         p95 = percentile(delays[minute], 0.95) if delays[minute] else float("nan")
-        print(f"{minute:6d}  {mib:16,.0f}  {len(delays[minute]):7d}  {p95:19.2f}")
-    steady = [mib for second, mib in rss if second >= WARM_UP_MINUTES * 60]
+        print(f"{minute:6d}  {mib:16,.0f}  {job_mib:16,.0f}  {len(delays[minute]):7d}  "
+              f"{p95:19.2f}")  # fmt: skip
+    steady = [mib for second, mib, _ in rss if second >= WARM_UP_MINUTES * 60]
     if steady:
         mean = statistics.mean(steady)
         spread = max(abs(min(steady) / mean - 1), abs(max(steady) / mean - 1))
@@ -150,8 +164,10 @@ def report(args, sent: dict, rss: list[tuple[float, float]], published: dict, be
     print(f"publish delay p95, worst minute: {worst:.2f}s (target 2 s): "
           f"{'met' if worst <= 2 else 'NOT met'}")  # fmt: skip
     figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
-    top.plot([s / 60 for s, _ in rss], [mib for _, mib in rss])
-    top.set_ylabel("RSS job + Prism (MiB)")
+    top.plot([s / 60 for s, _, _ in rss], [mib for _, mib, _ in rss], label="job + Prism")
+    top.plot([s / 60 for s, _, _ in rss], [mib for _, _, mib in rss], label="job")
+    top.set_ylabel("RSS (MiB)")
+    top.legend(loc="lower right")
     minutes = sorted(delays)
     bottom.plot(minutes, [percentile(delays[m], 0.95) for m in minutes], marker="o")
     bottom.axhline(2, color="red", linestyle="--", linewidth=1)
@@ -160,7 +176,8 @@ def report(args, sent: dict, rss: list[tuple[float, float]], published: dict, be
     figure.suptitle(f"betlake stream soak: {args.rate:,.0f} events/s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}")
+    args.out.with_suffix(".csv").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out} and {args.out.with_suffix('.csv')}")
 
 
 if __name__ == "__main__":
