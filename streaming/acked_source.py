@@ -44,8 +44,7 @@ from streaming.kafka_source import (
     ReadPartitionsFn,
     StoredRead,
 )
-from streaming.ledger import EventLedger
-from streaming.metrics import PARTITION_METRICS, Tally
+from streaming.metrics import PARTITION_METRICS
 
 log = logging.getLogger("betlake.stream")
 RESTORE_DAYS = 2  # bronze's event dates a restart looks at (today and the days before it)
@@ -133,9 +132,7 @@ class ReadShardsFn(ReadPartitionsFn):
         self._client = shared_client(self.settings)
         self._clocks: dict[int, PartitionWatermark] = {}
         self._read: dict[int, int] = {}
-        self._ledger: EventLedger = self.ledger_handle.acquire(self._new_ledger)
-        self._lake = Lake.of(self.settings)
-        self._tally = Tally("telemetry")
+        self._open_stores()
         self._last_sequence: int | None = None
         self._moved = self._polled = time.monotonic()
 

@@ -243,6 +243,10 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         self._positions: dict[int, int] = {}
         self._clocks: dict[int, PartitionWatermark] = {}
         self._ends = TopicEnds(self.settings, self.partitions)
+        self._open_stores()
+
+    def _open_stores(self) -> None:
+        """What a reader stores through: the worker's ledger and compactor, the lake, a tally."""
         self._ledger = self.ledger_handle.acquire(self._new_ledger)
         self._lake = Lake.of(self.settings)
         self._compactor = self.compactor_handle.acquire(lambda: Compactor(Lake.of(self.settings)))
