@@ -7,7 +7,9 @@ its own process. Every 5 s the RSS of the job and its Prism runner is sampled; a
 window's publish delay (its first ON_TIME figure on the stats topic minus the moment the
 producer sent the first event that let the watermark pass the window's end) is computed. Prints
 both series per minute, checks them against the targets (RSS within +-10 % of its mean after
-the first 5 minutes, publish delay p95 <= 2 s in every minute) and draws them as a PNG.
+the first 5 minutes, publish delay p95 <= 2 s in every minute) and draws them as a PNG; then
+checks gold against the truth recomputed from bronze, to the cent, and each window's first
+ON_TIME figure against the truth's event count.
 
     .venv/bin/python -m benchmarks.soak [--rate 10000] [--minutes 30] [--speedup 60]
         [--out reports/soak.png]
@@ -42,10 +44,13 @@ from benchmarks.stream_throughput import (
     rss_mib,
     wait_for_group_coordinator,
 )
+from betlake.core.config import Settings
 from betlake.core.kafka import ensure_topic
+from betlake.core.lake import Lake
 from betlake.core.processes import restore_default_signals
 from betlake.local import broker
 from betlake.local.generate import TelemetrySpec
+from tests.faults import FIGURES, gold_rows, truth_rows
 from tests.kafka_topics import read_topic
 
 SAMPLE_SECONDS = 5
@@ -106,7 +111,8 @@ def main() -> None:
         print()
         sent = producer.wait("done", timeout=60)
         time.sleep(2 * (settings.window_seconds + 60) / args.speedup + 10)  # last windows fire
-        published = first_on_time(read_topic(settings, settings.stats_topic))
+        figures = read_topic(settings, settings.stats_topic)
+        published = first_on_time(figures)
     finally:
         if job is not None and job.poll() is None:
             job.send_signal(signal.SIGINT)
@@ -117,8 +123,49 @@ def main() -> None:
     if job.returncode not in (0, -signal.SIGINT):
         print(f"the job failed (exit {job.returncode}); its log: {work / 'job.log'}")
         return
-    shutil.rmtree(work, ignore_errors=True)
+    checks, equal = check_figures(settings, figures)
     report(args, sent, rss, published, began)
+    print("\n".join(checks))
+    if equal:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"the lake and the job's log are kept in {work}")
+
+
+def check_figures(
+    settings: Settings, figures: list[tuple[str, dict | None, float]]
+) -> tuple[list[str], bool]:
+    """Gold against the truth recomputed from bronze (to the cent), and the topic's first ON_TIME
+    figure of each window and site against the truth's event count (fewer: the pane fired
+    before every on-time event was read)."""
+    lake = Lake.of(settings)
+    truth = truth_rows(lake, settings.window_seconds)
+    gold = gold_rows(lake)
+    differ = [key for key in truth.keys() & gold.keys()
+              if any(gold[key][c] != truth[key][c] for c in FIGURES)]  # fmt: skip
+    missing, extra = len(truth.keys() - gold.keys()), len(gold.keys() - truth.keys())
+    equal = not (differ or missing or extra)
+    verdict = "equal" if equal else "NOT equal"
+    first: dict[tuple, int] = {}
+    late = 0
+    for _, value, _ in figures:
+        if value is None:
+            continue
+        late += value["pane"] == "LATE"
+        key = (datetime.fromisoformat(value["window_start"]), value["site_id"])
+        if value["pane"] == "ON_TIME":
+            first.setdefault(key, value["events"])
+    short = sum(events < truth[key]["events"] for key, events in first.items() if key in truth)
+    examples = [f"  {key[0]:%Y-%m-%d %H:%M} {key[1]}: " + ", ".join(
+        f"{c} gold {gold[key][c]} truth {truth[key][c]}" for c in FIGURES
+        if gold[key][c] != truth[key][c]) for key in sorted(differ)[:3]]  # fmt: skip
+    return [
+        f"gold against the truth over bronze ({len(truth):,} window-site rows): {verdict} to the "
+        f"cent ({len(differ)} differ, {missing} missing, {extra} extra)",
+        f"ON_TIME figures counting fewer events than the truth (fired early): {short} of "
+        f"{len(first):,}; LATE figures published: {late}",
+        *examples,
+    ], equal
 
 
 def report(

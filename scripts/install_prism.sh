@@ -3,8 +3,8 @@
 #
 # The apache-beam Python wheel does not bundle Prism; PrismRunner would download
 # a release zip from GitHub at run time, which is not reachable here. Instead we
-# `go install github.com/apache/beam/sdks/v2/go/cmd/prism@v<ver>` (same version as
-# the Python SDK) and point the pipeline at it:
+# build go/cmd/prism of the module github.com/apache/beam/sdks/v2@v<ver> (same version
+# as the Python SDK) and point the pipeline at it:
 #   --runner=PrismRunner --prism_location="$(scripts/install_prism.sh)" --streaming
 #   (--environment_type=LOOPBACK is PrismRunner's default)
 #
@@ -13,6 +13,9 @@
 #                  installed in the project venv (.venv) / python3, else 2.77.0.
 #   BETLAKE_CACHE  cache root (default ~/.cache/betlake); binary goes to
 #                  $BETLAKE_CACHE/prism-<ver>/prism
+# The module source is patched first with scripts/prism/*.patch (fixes to Prism found here,
+# each patch says why); the binary's directory keeps the patches' hash, and a binary built
+# from other patches (or none) is rebuilt.
 # Idempotent: if the binary already exists nothing is built and no network is used.
 # Prints the absolute path of the binary on stdout (logs go to stderr).
 # Needs Go >= 1.26 (the go directive of beam sdks/v2 v2.77.0's go.mod). A cold build
@@ -45,7 +48,10 @@ cache_root="${BETLAKE_CACHE:-$HOME/.cache/betlake}"
 dest_dir="$cache_root/prism-$ver"
 dest="$dest_dir/prism"
 
-if [[ -x "$dest" ]]; then
+patches=("$script_dir"/prism/*.patch)
+stamp="$dest_dir/patches.sha256"
+want="$(cat "${patches[@]}" | sha256sum | cut -d' ' -f1)"
+if [[ -x "$dest" && "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
   echo "$dest"
   exit 0
 fi
@@ -59,17 +65,29 @@ mkdir -p "$dest_dir"
 tmp_bin="$(mktemp -d "$dest_dir/.build.XXXXXX")"
 trap 'rm -rf "$tmp_bin"' EXIT
 
-pkg="github.com/apache/beam/sdks/v2/go/cmd/prism@v$ver"
-log "building $pkg (go $(go env GOVERSION)) ..."
+module="github.com/apache/beam/sdks/v2@v$ver"
+log "building prism from $module (go $(go env GOVERSION)) with ${#patches[@]} patch(es) ..."
 start=$(date +%s)
 # GOTOOLCHAIN=local: never try to fetch another Go toolchain; fail clearly instead.
+module_dir="$(GOTOOLCHAIN=local go mod download -json "$module" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
+if [[ -z "$module_dir" ]]; then
+  log "go mod download failed for $module"
+  exit 1
+fi
+src="$tmp_bin/src"
+cp -r "$module_dir" "$src"
+chmod -R u+w "$src"
+for patch_file in "${patches[@]}"; do
+  patch --quiet --directory="$src" -p1 <"$patch_file"
+done
 # -trimpath -ldflags='-s -w': reproducible paths, smaller binary.
-if ! GOBIN="$tmp_bin" GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -trimpath" \
-     go install -ldflags='-s -w' "$pkg" >&2; then
-  log "go install failed for $pkg"
+if ! (cd "$src" && GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -trimpath -mod=mod" \
+      go build -ldflags='-s -w' -o "$tmp_bin/prism" ./go/cmd/prism >&2); then
+  log "go build failed for prism from $module"
   exit 1
 fi
 mv -f "$tmp_bin/prism" "$dest"   # atomic within the same directory tree
 chmod 0755 "$dest"
+echo "$want" >"$stamp"
 log "installed $dest ($(du -h "$dest" | cut -f1)) in $(( $(date +%s) - start ))s"
 echo "$dest"
