@@ -17,12 +17,10 @@ from typing import NamedTuple
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.coders import PickleCoder
-from apache_beam.coders.coders import IntervalWindowCoder
-from apache_beam.transforms import trigger, window
+from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from betlake.core.contract import EVENT_COLUMNS, MONEY_EVENT_TYPES
@@ -58,7 +56,7 @@ class SiteWindow:
     """The running figures of one site in one window; money sums are exact, unrounded EUR.
     Player ids are kept as distinct Arrow arrays: compact in state, cheap to encode."""
 
-    window_start_us: int = 0  # which window: placed there by EventWindows, not by timestamps
+    window_start_us: int = 0  # which window: named in the figures, not by Beam's windows
     events: int = 0
     players: pa.Array = field(default_factory=_no_players)
     vip_players: pa.Array = field(default_factory=_no_players)
@@ -98,7 +96,7 @@ class PreAggregateFn(beam.DoFn):
     """An Arrow batch of events -> one ``(site_id, SiteWindow)`` per (window, site) in it.
 
     Joins the reference snapshot (site currency, VIP players, EUR rates) with vectorised
-    kernels; each output names its window and keeps the batch's timestamp (see EventWindows).
+    kernels; each output names its window and keeps the batch's timestamp (see WindowPanesFn).
     """
 
     def __init__(self, windowing: Windowing, lake: Lake) -> None:
@@ -167,25 +165,6 @@ class PreAggregateFn(beam.DoFn):
             yield row["site_id"], partial
 
 
-class EventWindows(window.NonMergingWindowFn):
-    """Fixed windows aligned to the epoch, chosen by the window a partial names rather than by
-    its timestamp. A partial keeps the timestamp of the batch it came from, which held the
-    watermark until it was read; re-stamping it at its window's start would make it late on
-    arrival, and free to be dropped once the watermark moves on before the window has it."""
-
-    def __init__(self, windowing: Windowing) -> None:
-        self.size_us = windowing.window_us
-
-    def assign(self, context: window.WindowFn.AssignContext) -> list[window.IntervalWindow]:
-        start = context.element[1].window_start_us
-        return [
-            window.IntervalWindow(Timestamp(micros=start), Timestamp(micros=start + self.size_us))
-        ]
-
-    def get_window_coder(self) -> IntervalWindowCoder:
-        return IntervalWindowCoder()
-
-
 class MergeSiteWindowsFn(beam.CombineFn):
     """Merges the partial figures of one site in one window."""
 
@@ -216,18 +195,9 @@ class SitePane(NamedTuple):
     timing: int
 
 
-class KeyByWindowFn(beam.DoFn):
-    """A pane ``(site_id, SiteWindow)`` -> ``("<window start>|<site_id>", SitePane)``."""
-
-    def process(self, element, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        site_id, figures = element
-        start, end = win.start.micros, win.end.micros
-        yield f"{start}|{site_id}", SitePane(site_id, start, end, figures, pane.timing)
-
-
 def key_by_window(element: tuple[str, SiteWindow]) -> tuple[tuple[int, str], SiteWindow]:
-    """``(site_id, partial)`` -> ``((window start, site_id), partial)``: a batch run names the
-    window in the key, not in Beam's windows (see :class:`SiteWindowStats`)."""
+    """``(site_id, partial)`` -> ``((window start, site_id), partial)``: the window is named in
+    the key, not by Beam's windows (see :class:`SiteWindowStats`)."""
     site_id, partial = element
     return (partial.window_start_us, site_id), partial
 
@@ -243,36 +213,74 @@ class BatchPaneFn(beam.DoFn):
         yield SitePane(site_id, start, start + self.size_us, figures, PaneInfoTiming.ON_TIME)
 
 
-class AccumulatePanesFn(beam.DoFn):
-    """Discarding panes of one (window, site) -> its running total, one output per pane.
+class WindowPanesFn(beam.DoFn):
+    """``((window start, site_id), partial)`` -> a :class:`SitePane` per firing, each with the
+    window's whole figures: ON_TIME once the watermark passes the window's end, then LATE at
+    once for every partial that comes after, until Beam's lateness has passed.
 
-    Prism (Beam 2.77) holds late firings back until the window expires in ACCUMULATING mode,
-    so panes fire DISCARDING and this keeps the sum in state until the window can take no
-    more events (an event-time timer at its end plus the lateness Beam allows).
+    Per (window, site) state and event-time timers rather than Beam's windows and triggers: on
+    Prism (Beam 2.77) a GroupByKey dropped the partials that reached it in the bundle that moved
+    the watermark past their window's end (the soak's figure check: the last read of most
+    windows was missing from gold, and no LATE pane brought it). A partial keeps the timestamp
+    of the read it came from, which held the watermark until it was read.
     """
 
     TOTAL = ReadModifyWriteStateSpec("total", PickleCoder())
+    STAGE = ReadModifyWriteStateSpec("stage", VarIntCoder())  # OPEN, FIRED or CLOSED
+    END = TimerSpec("end", TimeDomain.WATERMARK)
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+    OPEN, FIRED, CLOSED = 0, 1, 2
 
     def __init__(self, windowing: Windowing) -> None:
+        self.size_us = windowing.window_us
         self.keep_us = windowing.beam_lateness_seconds * US
 
     def process(
         self,
-        element,
+        element: tuple[tuple[int, str], SiteWindow],
         total=beam.DoFn.StateParam(TOTAL),
+        stage=beam.DoFn.StateParam(STAGE),
+        end=beam.DoFn.TimerParam(END),
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
-        _, pane = element
-        running = total.read() or SiteWindow()
-        running.merge(pane.figures)
-        total.write(running)
-        expiry.set(Timestamp(micros=pane.window_end_us + self.keep_us + 1000))  # after Beam drops
-        yield pane._replace(figures=running)
+        (start, site_id), partial = element
+        now = stage.read() or self.OPEN
+        if now != self.CLOSED:  # once closed, past Beam's lateness: the source left it out
+            running = (total.read() or SiteWindow(window_start_us=start)).merge(partial)
+            total.write(running)
+            if now == self.FIRED:
+                yield SitePane(site_id, start, start + self.size_us, running, PaneInfoTiming.LATE)
+            else:
+                end.set(Timestamp(micros=start + self.size_us - 1))  # the window's last µs
+                expiry.set(Timestamp(micros=start + self.size_us + self.keep_us))
+
+    @on_timer(END)
+    def on_time(
+        self,
+        key=beam.DoFn.KeyParam,
+        total=beam.DoFn.StateParam(TOTAL),
+        stage=beam.DoFn.StateParam(STAGE),
+    ):
+        start, site_id = key
+        stage.write(self.FIRED)
+        figures = total.read() or SiteWindow(window_start_us=start)
+        yield SitePane(site_id, start, start + self.size_us, figures, PaneInfoTiming.ON_TIME)
 
     @on_timer(EXPIRY)
-    def forget(self, total=beam.DoFn.StateParam(TOTAL)):
+    def forget(
+        self,
+        fire_at=beam.DoFn.TimestampParam,
+        total=beam.DoFn.StateParam(TOTAL),
+        stage=beam.DoFn.StateParam(STAGE),
+        expiry=beam.DoFn.TimerParam(EXPIRY),
+    ):
+        """Forget the figures; keep a tombstone for one more lateness, then nothing."""
         total.clear()
+        if stage.read() == self.CLOSED:
+            stage.clear()
+        else:
+            stage.write(self.CLOSED)
+            expiry.set(Timestamp(micros=fire_at.micros + self.keep_us))
 
 
 class ToStatsRowFn(beam.DoFn):
@@ -318,17 +326,16 @@ class ToStatsRowFn(beam.DoFn):
 class SiteWindowStats(beam.PTransform):
     """Arrow batches of validated events -> ``site_window_stats`` rows, one per firing.
 
-    Fixed event-time windows aligned to the epoch (:class:`EventWindows`). The reference data
-    is read from the lake and reloaded when it changes. Two shapes of the same transform:
+    Fixed event-time windows aligned to the epoch, named in the key (window start, site) rather
+    than by Beam's windows, in both shapes. The reference data is read from the lake and
+    reloaded when it changes. Two shapes of the same transform:
 
     * streaming: a pane fires when the watermark passes the window's end (ON_TIME), then once
-      per late batch (LATE) for as long as Beam keeps the window
+      per late partial (LATE) for as long as the window is kept
       (:attr:`Windowing.beam_lateness_seconds`; the source already left too-late events out);
-      every pane carries the window's whole current value;
+      every pane carries the window's whole current value (:class:`WindowPanesFn`);
     * batch (``batch=True``): every window gives exactly one row (BATCH), nothing to
-      accumulate. The window is named in the key, (window start, site), not by Beam's windows:
-      the same partials and merge, on any batch runner, the DaskRunner included (in Beam 2.77 it
-      runs ``WindowInto`` as a no-op and groups by key alone, every element in the global window).
+      accumulate: the same partials and merge, on any batch runner, the DaskRunner included.
     """
 
     def __init__(self, lake: Lake, windowing: Windowing, *, batch: bool) -> None:
@@ -338,28 +345,17 @@ class SiteWindowStats(beam.PTransform):
         self.batch = batch
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        partials = batches | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.windowing, self.lake))
+        partials = (
+            batches
+            | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.windowing, self.lake))
+            | "KeyByWindowAndSite" >> beam.Map(key_by_window)
+        )
         if self.batch:
-            return (
+            panes = (
                 partials
-                | "KeyByWindowAndSite" >> beam.Map(key_by_window)
                 | "MergePerWindowAndSite" >> beam.CombinePerKey(MergeSiteWindowsFn())
                 | "BatchPane" >> beam.ParDo(BatchPaneFn(self.windowing))
-                | "ToStatsRows" >> beam.ParDo(ToStatsRowFn(self.lake, self.batch))
             )
-        lateness = self.windowing.beam_lateness_seconds
-        panes = (
-            partials
-            | "EventTimeWindows"
-            >> beam.WindowInto(
-                EventWindows(self.windowing),
-                trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
-                accumulation_mode=trigger.AccumulationMode.DISCARDING,
-                allowed_lateness=Duration(seconds=lateness),
-            )
-            | "MergePerSite" >> beam.CombinePerKey(MergeSiteWindowsFn())
-            | "KeyByWindow" >> beam.ParDo(KeyByWindowFn())
-            | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-            | "Accumulate" >> beam.ParDo(AccumulatePanesFn(self.windowing))
-        )
+        else:
+            panes = partials | "WindowPanes" >> beam.ParDo(WindowPanesFn(self.windowing))
         return panes | "ToStatsRows" >> beam.ParDo(ToStatsRowFn(self.lake, self.batch))
