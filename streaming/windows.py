@@ -249,7 +249,7 @@ class WindowPanesFn(beam.DoFn):
             running = (total.read() or SiteWindow(window_start_us=start)).merge(partial)
             total.write(running)
             if now == self.FIRED:
-                yield SitePane(site_id, start, start + self.size_us, running, PaneInfoTiming.LATE)
+                yield self._pane(start, site_id, running, PaneInfoTiming.LATE)
             else:
                 end.set(Timestamp(micros=start + self.size_us - 1))  # the window's last µs
                 expiry.set(Timestamp(micros=start + self.size_us + self.keep_us))
@@ -264,7 +264,10 @@ class WindowPanesFn(beam.DoFn):
         start, site_id = key
         stage.write(self.FIRED)
         figures = total.read() or SiteWindow(window_start_us=start)
-        yield SitePane(site_id, start, start + self.size_us, figures, PaneInfoTiming.ON_TIME)
+        yield self._pane(start, site_id, figures, PaneInfoTiming.ON_TIME)
+
+    def _pane(self, start: int, site_id: str, figures: SiteWindow, timing: int) -> SitePane:
+        return SitePane(site_id, start, start + self.size_us, figures, timing)
 
     @on_timer(EXPIRY)
     def forget(
