@@ -50,7 +50,7 @@ from betlake.core.lake import Lake
 from betlake.core.processes import restore_default_signals
 from betlake.local import broker
 from betlake.local.generate import TelemetrySpec
-from tests.faults import FIGURES, gold_rows, truth_rows
+from tests.faults import figure_differences, gold_rows, truth_rows
 from tests.kafka_topics import read_topic
 
 SAMPLE_SECONDS = 5
@@ -141,9 +141,8 @@ def check_figures(
     lake = Lake.of(settings)
     truth = truth_rows(lake, settings.window_seconds)
     gold = gold_rows(lake)
-    differ = [key for key in truth.keys() & gold.keys()
-              if any(gold[key][c] != truth[key][c] for c in FIGURES)]  # fmt: skip
-    missing, extra = len(truth.keys() - gold.keys()), len(gold.keys() - truth.keys())
+    missing, differ = figure_differences(gold, truth, truth.keys())
+    extra = len(gold.keys() - truth.keys())
     equal = not (differ or missing or extra)
     verdict = "equal" if equal else "NOT equal"
     first: dict[tuple, int] = {}
@@ -156,12 +155,11 @@ def check_figures(
         if value["pane"] == "ON_TIME":
             first.setdefault(key, value["events"])
     short = sum(events < truth[key]["events"] for key, events in first.items() if key in truth)
-    examples = [f"  {key[0]:%Y-%m-%d %H:%M} {key[1]}: " + ", ".join(
-        f"{c} gold {gold[key][c]} truth {truth[key][c]}" for c in FIGURES
-        if gold[key][c] != truth[key][c]) for key in sorted(differ)[:3]]  # fmt: skip
+    examples = [f"  {key[0]:%Y-%m-%d %H:%M} {key[1]}: (gold, truth) {columns}"
+                for key, columns in list(differ.items())[:3]]  # fmt: skip
     return [
         f"gold against the truth over bronze ({len(truth):,} window-site rows): {verdict} to the "
-        f"cent ({len(differ)} differ, {missing} missing, {extra} extra)",
+        f"cent ({len(differ)} differ, {len(missing)} missing, {extra} extra)",
         f"ON_TIME figures counting fewer events than the truth (fired early): {short} of "
         f"{len(first):,}; LATE figures published: {late}",
         *examples,

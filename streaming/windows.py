@@ -226,7 +226,7 @@ class WindowPanesFn(beam.DoFn):
     """
 
     TOTAL = ReadModifyWriteStateSpec("total", PickleCoder())
-    STAGE = ReadModifyWriteStateSpec("stage", VarIntCoder())  # OPEN, FIRED or CLOSED
+    PHASE = ReadModifyWriteStateSpec("phase", VarIntCoder())  # OPEN, FIRED or CLOSED
     END = TimerSpec("end", TimeDomain.WATERMARK)
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
     OPEN, FIRED, CLOSED = 0, 1, 2
@@ -239,16 +239,16 @@ class WindowPanesFn(beam.DoFn):
         self,
         element: tuple[tuple[int, str], SiteWindow],
         total=beam.DoFn.StateParam(TOTAL),
-        stage=beam.DoFn.StateParam(STAGE),
+        phase=beam.DoFn.StateParam(PHASE),
         end=beam.DoFn.TimerParam(END),
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
         (start, site_id), partial = element
-        now = stage.read() or self.OPEN
-        if now != self.CLOSED:  # once closed, past Beam's lateness: the source left it out
+        reached = phase.read() or self.OPEN
+        if reached != self.CLOSED:  # once closed, past Beam's lateness: the source left it out
             running = (total.read() or SiteWindow(window_start_us=start)).merge(partial)
             total.write(running)
-            if now == self.FIRED:
+            if reached == self.FIRED:
                 yield self._pane(start, site_id, running, PaneInfoTiming.LATE)
             else:
                 end.set(Timestamp(micros=start + self.size_us - 1))  # the window's last µs
@@ -259,10 +259,10 @@ class WindowPanesFn(beam.DoFn):
         self,
         key=beam.DoFn.KeyParam,
         total=beam.DoFn.StateParam(TOTAL),
-        stage=beam.DoFn.StateParam(STAGE),
+        phase=beam.DoFn.StateParam(PHASE),
     ):
         start, site_id = key
-        stage.write(self.FIRED)
+        phase.write(self.FIRED)
         figures = total.read() or SiteWindow(window_start_us=start)
         yield self._pane(start, site_id, figures, PaneInfoTiming.ON_TIME)
 
@@ -274,15 +274,15 @@ class WindowPanesFn(beam.DoFn):
         self,
         fire_at=beam.DoFn.TimestampParam,
         total=beam.DoFn.StateParam(TOTAL),
-        stage=beam.DoFn.StateParam(STAGE),
+        phase=beam.DoFn.StateParam(PHASE),
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
         """Forget the figures; keep a tombstone for one more lateness, then nothing."""
         total.clear()
-        if stage.read() == self.CLOSED:
-            stage.clear()
+        if phase.read() == self.CLOSED:
+            phase.clear()
         else:
-            stage.write(self.CLOSED)
+            phase.write(self.CLOSED)
             expiry.set(Timestamp(micros=fire_at.micros + self.keep_us))
 
 

@@ -18,6 +18,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -586,6 +587,23 @@ def truth_rows(lake: Lake, window_seconds: int, on_time_only: bool = True) -> di
 
 def gold_rows(lake: Lake) -> dict[tuple, dict]:
     return {(r["window_start"], r["site_id"]): r for r in lake.scan(SITE_WINDOW_STATS).to_pylist()}
+
+
+def figure_differences(
+    gold: dict[tuple, dict], truth: dict[tuple, dict], keys: Iterable[tuple]
+) -> tuple[list[tuple], dict[tuple, dict[str, tuple]]]:
+    """Of the true rows at ``keys``: those gold lacks, and per key gold has, the figures where
+    it differs, as (gold, truth)."""
+    missing, differ = [], {}
+    for key in sorted(keys):
+        if key not in gold:
+            missing.append(key)
+            continue
+        columns = {c: (gold[key][c], truth[key][c]) for c in FIGURES
+                   if gold[key][c] != truth[key][c]}  # fmt: skip
+        if columns:
+            differ[key] = columns
+    return missing, differ
 
 
 # ------------------------------------------------------------------------- the accounting

@@ -13,8 +13,8 @@ from betlake.core.kafka import produce
 from betlake.core.lake import Lake
 from betlake.local.generate import TelemetrySpec, generate_telemetry
 from tests.faults import (
-    FIGURES,
     fault_settings,
+    figure_differences,
     gold_rows,
     kill_group,
     prepare,
@@ -59,12 +59,8 @@ def test_each_window_counts_the_read_that_closes_it(kafka_bootstrap: str, tmp_pa
     closed_before = start + span - timedelta(seconds=settings.window_seconds + 60)
     closed = [key for key in truth if key[0] + timedelta(seconds=300) <= closed_before]
     assert len({key[0] for key in closed}) >= 5, "too few windows closed to judge"
-    missing = [key for key in closed if key not in gold]
-    differ = [(f"{key[0]:%H:%M} {key[1]}", {c: (gold[key][c], truth[key][c]) for c in FIGURES
-                                             if gold[key][c] != truth[key][c]})
-              for key in closed if key in gold and any(gold[key][c] != truth[key][c]
-                                                       for c in FIGURES)]  # fmt: skip
+    missing, differ = figure_differences(gold, truth, closed)
     assert not missing and not differ, (
         f"{len(missing)} closed windows missing from gold, {len(differ)} of {len(closed)} differ "
-        f"(gold, truth): {differ[:3]}; the job's log: {tmp_path / 'job.log'}"
+        f"(gold, truth): {list(differ.items())[:3]}; the job's log: {tmp_path / 'job.log'}"
     )
