@@ -75,7 +75,7 @@ from betlake.core.kafka import (
 from betlake.core.lake import Lake
 from betlake.core.processes import restore_default_signals
 from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
-from betlake.core.windowing import Windowing, epoch_us
+from betlake.core.windowing import epoch_us
 from betlake.local import broker
 from betlake.local.generate import TelemetrySpec, generate_telemetry
 from streaming.job import run_stream
@@ -510,7 +510,7 @@ def run_naive(settings: Settings, topic: str, stats_topic: str) -> None:
         for p in partitions_of(settings, topic)
     }
     consumer.close()
-    lateness = Windowing.of(settings).beam_lateness_seconds
+    lateness = settings.allowed_lateness_seconds
     pipeline = beam.Pipeline(options=pipeline_options(settings, streaming=True))
     _ = (
         pipeline

@@ -176,14 +176,14 @@ class ReadShardsFn(ReadPartitionsFn):
         if deliveries:
             beam.metrics.Metrics.counter(PARTITION_METRICS, f"read_{shard}").inc(len(deliveries))
             decided = self._validate(shard, deliveries, before)
-            clock.observe(decided.latest_event_us, now, decided.read.ceiling_us)
+            clock.observe(decided.latest_event_us, now)
             self._store(decided.read)
             self._acknowledge(shard, [d.token for d in deliveries])
             yield self._stored(decided.read, before or MIN_TIMESTAMP)
         else:
             backlog = self._client.backlog(shard)
             if backlog and clock.idle_for(now) >= settings.idle_timeout_seconds:
-                clock.observe(None, now, clock.ceiling_us)  # messages wait: not idle, just slow
+                clock.observe(None, now)  # messages wait: not idle, just slow
             elif not backlog and self._drained(now, clock, backlog is not None):
                 log.info("shard %d: nothing unacked, the source is quiet: drained", shard)
                 beam.metrics.Metrics.counter(PARTITION_METRICS, f"drained_{shard}").inc()
@@ -266,7 +266,6 @@ class ReadShardsFn(ReadPartitionsFn):
             events=0,
             too_late=0,
             watermark_us=before.micros,
-            ceiling_us=windowing.watermark_ceiling(starts[decision.count]),
         )
 
 

@@ -73,7 +73,6 @@ class PartitionRead:
     events: int  # valid events read (duplicates included)
     too_late: int  # of which flagged arrived_late
     watermark_us: int | None
-    ceiling_us: int | None  # the watermark may not pass this yet (see Windowing.watermark_ceiling)
 
 
 class StoredOffsets(NamedTuple):
@@ -121,14 +120,11 @@ class PartitionWatermark:
         self.bound_us = out_of_orderness_seconds * US
         self.idle_timeout = idle_timeout_seconds
         self.max_event_us: int | None = None
-        self.ceiling_us: int | None = None
         self.last_message = time.monotonic()
 
-    def observe(self, max_event_us: int | None, now: float, ceiling_us: int | None) -> None:
-        """A poll brought messages; ``max_event_us`` is their latest valid event time, and the
-        watermark may not pass ``ceiling_us`` until the next poll."""
+    def observe(self, max_event_us: int | None, now: float) -> None:
+        """A poll brought messages; ``max_event_us`` is their latest valid event time."""
         self.last_message = now
-        self.ceiling_us = ceiling_us
         if max_event_us is not None and (
             self.max_event_us is None or max_event_us > self.max_event_us
         ):
@@ -143,9 +139,7 @@ class PartitionWatermark:
             return max(self.max_event_us or 0, wall_us) - self.bound_us
         if self.max_event_us is None:
             return None
-        if self.ceiling_us is None:
-            return self.max_event_us - self.bound_us
-        return min(self.max_event_us - self.bound_us, self.ceiling_us)
+        return self.max_event_us - self.bound_us
 
 
 @dataclass(frozen=True)
@@ -312,14 +306,14 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             self._positions[partition] = claimed[-1].offset() + 1
             beam.metrics.Metrics.counter(PARTITION_METRICS, f"read_{partition}").inc(len(claimed))
             decided = self._validate(partition, claimed, before)
-            clock.observe(decided.latest_event_us, now, decided.read.ceiling_us)
+            clock.observe(decided.latest_event_us, now)
             self._store(decided.read)
             yield self._stored(decided.read, before or MIN_TIMESTAMP)
         else:
             ends = self._ends.poll(consumer, now)
             behind = ends is None or ends[partition] > self._positions[partition]
             if behind and clock.idle_for(now) >= self.settings.idle_timeout_seconds:
-                clock.observe(None, now, clock.ceiling_us)  # messages wait: not idle, just slow
+                clock.observe(None, now)  # messages wait: not idle, just slow
             elif self._drained(behind, now):
                 log.info("partition %d read to its end offset %d; the topic is quiet: drained",
                          partition, self._positions[partition])  # fmt: skip
@@ -425,7 +419,6 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             events=events.num_rows,
             too_late=int(decision.late.sum()),
             watermark_us=watermark_us,
-            ceiling_us=windowing.watermark_ceiling(starts[decision.count]),
         )
         latest = pc.max(events.column("event_time")).value if events.num_rows else None
         return _Decided(read, latest)

@@ -216,7 +216,7 @@ class BatchPaneFn(beam.DoFn):
 class WindowPanesFn(beam.DoFn):
     """``((window start, site_id), partial)`` -> a :class:`SitePane` per firing, each with the
     window's whole figures: ON_TIME once the watermark passes the window's end, then LATE at
-    once for every partial that comes after, until Beam's lateness has passed.
+    once for every partial that comes after, until the allowed lateness has passed.
 
     Per (window, site) state and event-time timers rather than Beam's windows and triggers: on
     Prism (Beam 2.77) a GroupByKey dropped the partials that reached it in the bundle that moved
@@ -233,7 +233,7 @@ class WindowPanesFn(beam.DoFn):
 
     def __init__(self, windowing: Windowing) -> None:
         self.size_us = windowing.window_us
-        self.keep_us = windowing.beam_lateness_seconds * US
+        self.keep_us = windowing.allowed_lateness_seconds * US
 
     def process(
         self,
@@ -245,7 +245,7 @@ class WindowPanesFn(beam.DoFn):
     ):
         (start, site_id), partial = element
         reached = phase.read() or self.OPEN
-        if reached != self.CLOSED:  # once closed, past Beam's lateness: the source left it out
+        if reached != self.CLOSED:  # once closed, past the lateness: the source left it out
             running = (total.read() or SiteWindow(window_start_us=start)).merge(partial)
             total.write(running)
             if reached == self.FIRED:
@@ -335,7 +335,7 @@ class SiteWindowStats(beam.PTransform):
 
     * streaming: a pane fires when the watermark passes the window's end (ON_TIME), then once
       per late partial (LATE) for as long as the window is kept
-      (:attr:`Windowing.beam_lateness_seconds`; the source already left too-late events out);
+      (the allowed lateness; the source already left too-late events out);
       every pane carries the window's whole current value (:class:`WindowPanesFn`);
     * batch (``batch=True``): every window gives exactly one row (BATCH), nothing to
       accumulate: the same partials and merge, on any batch runner, the DaskRunner included.

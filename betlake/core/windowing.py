@@ -16,8 +16,6 @@ from betlake.core.config import BetlakeError, Settings
 
 US = 1_000_000  # microseconds in a second
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# How long past the allowed lateness Beam keeps a window: see Windowing.beam_lateness_seconds.
-BEAM_RETENTION_SECONDS = 86_400
 
 
 def to_utc(value: datetime) -> datetime:
@@ -89,26 +87,6 @@ class Windowing:
         seen = np.maximum.accumulate(event_time_us) - self.out_of_orderness_seconds * US
         earlier = np.concatenate(([unknown], seen[:-1])) if len(seen) else seen
         return np.maximum(earlier, unknown if before_us is None else before_us)
-
-    @property
-    def beam_lateness_seconds(self) -> int:
-        """How long Beam keeps a window open: a day beyond the allowed lateness.
-
-        The stream decides lateness itself, where events arrive (:meth:`too_late`), so Beam
-        must never be the stricter one. On Prism a partial already sent downstream does not
-        hold the watermark, which can run far ahead while a backlog is read (hours of event
-        time a second), so Beam keeps windows long enough for every partial to reach them
-        (measured: with one window of margin, 14% of a 1M backlog never reached gold).
-        """
-        return self.allowed_lateness_seconds + max(self.window_seconds, BEAM_RETENTION_SECONDS)
-
-    def watermark_ceiling(self, window_start_us: np.ndarray) -> int | None:
-        """The highest watermark that still keeps every given (counted) event's window open in
-        Beam: a read spanning much event time must not move the watermark past its own events."""
-        if not len(window_start_us):
-            return None
-        keep_us = (self.window_seconds + self.beam_lateness_seconds) * US
-        return int(window_start_us.min()) + keep_us - 1
 
     def commit_after_us(self, window_start_us: int) -> int:
         """When the offsets that fed a window may be committed: one window after it closed,

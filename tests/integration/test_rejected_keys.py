@@ -58,7 +58,7 @@ def stored_read(partition: int, first: int, next_: int, bad: list[int]) -> Parti
         to_store=TELEMETRY_RAW.schema.empty_table(),
         figures=TELEMETRY_RAW.schema.empty_table().select(FIGURE_COLUMNS),
         rejected=rejected(partition, bad), events=0, too_late=0,
-        watermark_us=None, ceiling_us=None,
+        watermark_us=None,
     )  # fmt: skip
 
 

@@ -9,14 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from betlake.core.contract import TELEMETRY_RAW
 from betlake.core.kafka import produce
 from betlake.core.lake import Lake
 from betlake.local.generate import TelemetrySpec, generate_telemetry
 from tests.faults import (
+    PARTITIONS,
+    REFERENCE,
     fault_settings,
     figure_differences,
     gold_rows,
     kill_group,
+    partition_of,
     prepare,
     start_job,
     truth_rows,
@@ -62,5 +66,80 @@ def test_each_window_counts_the_read_that_closes_it(kafka_bootstrap: str, tmp_pa
     missing, differ = figure_differences(gold, truth, closed)
     assert not missing and not differ, (
         f"{len(missing)} closed windows missing from gold, {len(differ)} of {len(closed)} differ "
+        f"(gold, truth): {list(differ.items())[:3]}; the job's log: {tmp_path / 'job.log'}"
+    )
+
+
+def _events(start: datetime, minutes: int, count: int, seed: int, partitions: set[int]) -> list:
+    """In-order valid events over ``minutes`` from ``start``, of the players in ``partitions``."""
+    spec = TelemetrySpec(count, start, timedelta(minutes=minutes), seed=seed, disorder_seconds=1,
+                         late_fraction=0, duplicate_fraction=0, malformed_fraction=0,
+                         unknown_fraction=0)  # fmt: skip
+    return [(key, line) for key, line in generate_telemetry(spec, REFERENCE)
+            if partition_of(key) in partitions]  # fmt: skip
+
+
+def _wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not (met := condition()) and time.monotonic() < deadline:
+        time.sleep(1)
+    return met
+
+
+def test_a_partition_ahead_does_not_close_a_window_another_still_fills(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Three partitions jump two hours ahead while the fourth is still inside window A: A's
+    pane waits for the slowest partition and counts what it sends later. (Unpatched, Prism took
+    the stage's watermark from whichever partition's read finished last: A fired and was
+    forgotten on the others' watermark, and the slow partition's later events of A opened it
+    afresh, a pane that gold's no-stale-overwrite rule rightly refused.)"""
+    settings = fault_settings(str(tmp_path / "lake"), kafka_bootstrap, "skew",
+                              **{**DEFAULTS, "BETLAKE_IDLE_TIMEOUT_SECONDS": "600"})  # fmt: skip
+    prepare(settings)
+    lake = Lake.of(settings)
+    a = datetime.fromtimestamp(time.time() // 300 * 300, UTC) - timedelta(hours=3)  # window A
+    every, slow = set(range(PARTITIONS)), {PARTITIONS - 1}
+    ahead = a + timedelta(hours=2)  # past A's end + lateness + its tombstone's lateness
+    phases = [
+        _events(a, 4, 4_000, 31, every),
+        _events(ahead, 1, 400, 32, every - slow),  # read while the slow partition has nothing
+        _events(a + timedelta(minutes=4), 1, 4_000, 33, slow),  # on time for its partition
+        _events(ahead, 1, 400, 34, slow),  # the slow partition catches up: A may close
+    ]
+
+    def bronze_has(count: int) -> bool:
+        return lake.scan(TELEMETRY_RAW, columns=["event_id"]).num_rows >= count
+
+    def window_a_complete() -> bool:
+        gold = {key: row for key, row in gold_rows(lake).items() if key[0] == a}
+        truth = {key: row for key, row in truth_rows(lake, settings.window_seconds).items()
+                 if key[0] == a}  # fmt: skip
+        return bool(truth) and not any(figure_differences(gold, truth, truth))
+
+    with open(tmp_path / "job.log", "w") as log:
+        job = start_job(settings, output=log)
+        try:
+            sent = 0
+            for number, messages in enumerate(phases):
+                for _ in produce(settings, settings.telemetry_topic, messages):
+                    pass
+                sent += len(messages)
+                assert _wait_for(lambda count=sent: bronze_has(count), 60), (
+                    f"phase {number} not in bronze"
+                )
+                if number == 1:
+                    time.sleep(10)  # time for the watermark to pass A on the three ahead
+            _wait_for(window_a_complete, 60)
+        finally:
+            kill_group(job, signal.SIGTERM)
+            job.wait(60)
+    truth = {key: row for key, row in truth_rows(lake, settings.window_seconds).items()
+             if key[0] == a}  # fmt: skip
+    in_a = len(phases[0]) + len(phases[2])
+    assert sum(row["events"] for row in truth.values()) == in_a, "bronze lacks A's events"
+    missing, differ = figure_differences(gold_rows(lake), truth, truth)
+    assert not missing and not differ, (
+        f"window A: {len(missing)} of {len(truth)} sites missing from gold, {len(differ)} differ "
         f"(gold, truth): {list(differ.items())[:3]}; the job's log: {tmp_path / 'job.log'}"
     )

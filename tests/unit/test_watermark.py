@@ -1,6 +1,6 @@
 """Pure tests of the stream's lateness rules: :class:`PartitionWatermark` (the per-partition
-watermark of CONTRACT.md "Late data"), :class:`Windowing`'s ``too_late``, ``watermark_ceiling``
-and ``beam_lateness_seconds``, and how they fit Beam's own rule for dropping late data."""
+watermark of CONTRACT.md "Late data"), :class:`Windowing`'s ``too_late`` and
+``arrival_watermarks``, and how they fit the stream's rule for forgetting a window."""
 
 from __future__ import annotations
 
@@ -40,29 +40,29 @@ def test_no_watermark_before_any_event() -> None:
 
 def test_a_poll_without_valid_events_leaves_it_unknown() -> None:
     clock, now = fresh()
-    clock.observe(None, now, None)
+    clock.observe(None, now)
     assert clock.value(now + 1, WALL) is None
 
 
 def test_watermark_is_max_event_time_minus_the_bound() -> None:
     clock, now = fresh()
-    clock.observe(T0 + 100 * S, now, None)
+    clock.observe(T0 + 100 * S, now)
     assert clock.value(now, WALL) == T0 + 70 * S
-    clock.observe(T0 + 250 * S, now + 1, None)
+    clock.observe(T0 + 250 * S, now + 1)
     assert clock.value(now + 1, WALL) == T0 + 220 * S
 
 
 def test_older_events_never_move_it_back() -> None:
     clock, now = fresh()
-    clock.observe(T0 + 250 * S, now, None)
-    clock.observe(T0 + 10 * S, now + 1, None)  # out of order
-    clock.observe(None, now + 2, None)  # only invalid messages
+    clock.observe(T0 + 250 * S, now)
+    clock.observe(T0 + 10 * S, now + 1)  # out of order
+    clock.observe(None, now + 2)  # only invalid messages
     assert clock.value(now + 2, WALL) == T0 + 220 * S
 
 
 def test_idle_partition_follows_the_wall_clock() -> None:
     clock, now = fresh()
-    clock.observe(T0 + 100 * S, now, None)
+    clock.observe(T0 + 100 * S, now)
     assert clock.idle_for(now + IDLE) == IDLE
     assert clock.value(now + IDLE - 0.001, WALL) == T0 + 70 * S  # not idle yet
     assert clock.value(now + IDLE, WALL) == WALL - BOUND * S  # idle: does not hold the job
@@ -75,35 +75,15 @@ def test_idle_partition_without_events_follows_the_wall_clock() -> None:
 
 def test_idle_partition_never_falls_behind_its_own_events() -> None:
     clock, now = fresh()
-    clock.observe(WALL + 5 * S, now, None)  # a producer clock slightly ahead
+    clock.observe(WALL + 5 * S, now)  # a producer clock slightly ahead
     assert clock.value(now + IDLE, WALL) == WALL - 25 * S
 
 
 def test_a_message_ends_idleness() -> None:
     clock, now = fresh()
-    clock.observe(T0 + 100 * S, now, None)
-    clock.observe(T0 + 200 * S, now + IDLE + 5, None)
+    clock.observe(T0 + 100 * S, now)
+    clock.observe(T0 + 200 * S, now + IDLE + 5)
     assert clock.value(now + IDLE + 6, WALL) == T0 + 170 * S
-
-
-def test_ceiling_caps_the_watermark() -> None:
-    clock, now = fresh()
-    ceiling = T0 + 50 * S
-    clock.observe(T0 + 200 * S, now, ceiling)
-    assert clock.value(now, WALL) == ceiling  # 170 s capped at 50 s
-
-
-def test_ceiling_above_the_watermark_changes_nothing() -> None:
-    clock, now = fresh()
-    clock.observe(T0 + 200 * S, now, T0 + 10_000 * S)
-    assert clock.value(now, WALL) == T0 + 170 * S
-
-
-def test_ceiling_holds_only_until_the_next_poll() -> None:
-    clock, now = fresh()
-    clock.observe(T0 + 200 * S, now, T0 + 50 * S)
-    clock.observe(None, now + 1, None)  # the next poll sets no ceiling
-    assert clock.value(now + 1, WALL) == T0 + 170 * S
 
 
 # ---------------------------------------------------------------- too_late
@@ -150,66 +130,33 @@ def test_empty_batch() -> None:
     assert RULES.too_late(starts(), None).tolist() == []
 
 
-# ---------------------------------------------------------------- ceiling and Beam lateness
-
-
-def test_beam_keeps_a_window_open_a_day_beyond_the_lateness() -> None:
-    assert RULES.beam_lateness_seconds == LATENESS + 86_400
-    assert Windowing(WINDOW, BOUND, 0).beam_lateness_seconds == 86_400
-
-
-def test_ceiling_is_min_start_plus_window_plus_beam_lateness_less_a_microsecond() -> None:
-    ceiling = RULES.watermark_ceiling(starts(600, 0, 300))
-    assert ceiling == T0 + (WINDOW + RULES.beam_lateness_seconds) * S - 1
-    assert type(ceiling) is int
-
-
-def test_ceiling_of_nothing_is_none() -> None:
-    assert RULES.watermark_ceiling(starts()) is None
-
-
-def beam_drops(window_start_us: int, watermark_us: int, beam_lateness: int) -> bool:
-    """Beam's rule, at its strictest: Java/Prism drop once maxTimestamp (end - 1 µs) plus the
-    allowed lateness is before the watermark; Python's DirectRunner only once end plus it is."""
-    end = window_start_us + WINDOW * S
-    return end - 1 + beam_lateness * S < watermark_us
+# ---------------------------------------------------------------- counted events keep their window
 
 
 @pytest.mark.parametrize("lateness", [0, 1, LATENESS])
-def test_on_time_events_stay_open_in_beam_at_the_ceiling(lateness: int) -> None:
-    """Every event the lake counts as on time (too_late false at the watermark it
-    arrived with) is in a window Beam still accepts at the ceiling watermark; and the ceiling
-    never pulls the watermark back behind the one the events arrived with."""
-    beam_lateness = Windowing(WINDOW, BOUND, lateness).beam_lateness_seconds
+def test_a_counted_event_reaches_its_window_before_it_is_forgotten(lateness: int) -> None:
+    """A read's partials carry the watermark before the read, and WindowPanesFn forgets a
+    window once the watermark reaches its end plus the allowed lateness: every event the
+    source counts (not too late at the watermark it arrived with) must be in a window that
+    is still kept at that timestamp."""
+    rules = Windowing(WINDOW, BOUND, lateness)
     rng = np.random.default_rng(7)
     # watermarks at and around window boundaries and closing times, plus random ones
     edges = [T0 + k * WINDOW * S + d for k in range(-2, 12) for d in (-1, 0, 1)]
-    watermarks = [*edges, *(T0 + int(x) for x in rng.integers(-600 * S, 3_600 * S, 200))]
+    befores = [*edges, *(T0 + int(x) for x in rng.integers(-600 * S, 3_600 * S, 200))]
     checked = 0
-    for watermark in watermarks:
+    for before in befores:
         for sample in itertools.chain(
             [np.arange(-5, 10, dtype=np.int64)],
             (rng.integers(-5, 10, size) for size in (1, 3, 8)),
         ):
-            window_starts = T0 + sample * WINDOW * S
-            late = Windowing(WINDOW, BOUND, lateness).too_late(window_starts, watermark)
-            on_time = window_starts[~late]
-            ceiling = Windowing(WINDOW, BOUND, lateness).watermark_ceiling(on_time)
-            if ceiling is None:
-                assert not len(on_time)
-                continue
-            assert ceiling > watermark
-            for start in on_time.tolist():
-                assert not beam_drops(start, ceiling, beam_lateness), (start, watermark)
+            times = T0 + sample * WINDOW * S + rng.integers(0, WINDOW * S, len(sample))
+            window_starts = rules.start_us(times)
+            late = rules.too_late(window_starts, rules.arrival_watermarks(times, before))
+            for start in window_starts[~late].tolist():
+                assert rules.closes_us(start) > before, (start, before)
                 checked += 1
     assert checked > 1_000
-
-
-def test_the_ceiling_is_the_last_microsecond_beam_keeps_the_oldest_window() -> None:
-    beam_lateness = RULES.beam_lateness_seconds
-    ceiling = RULES.watermark_ceiling(starts(0, 300))
-    assert not beam_drops(T0, ceiling, beam_lateness)
-    assert beam_drops(T0, ceiling + 1, beam_lateness)
 
 
 def test_each_event_of_a_read_is_judged_by_the_watermark_as_it_arrived() -> None:

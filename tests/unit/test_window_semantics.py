@@ -44,16 +44,7 @@ A_END = Timestamp.from_utc_datetime(B)
 A_CLOSES = A_END + Duration(seconds=LATENESS)  # end + allowed lateness: 00:20:00
 
 
-class BeamKeepsTheAllowedLateness(Windowing):
-    """Beam's own lateness rules laid bare: windows kept exactly the allowed lateness (the
-    stream keeps them a day longer and leaves too-late events out where they arrive)."""
-
-    @property
-    def beam_lateness_seconds(self) -> int:
-        return self.allowed_lateness_seconds
-
-
-RULES = BeamKeepsTheAllowedLateness(WINDOW, 30, LATENESS)
+RULES = Windowing(WINDOW, 30, LATENESS)
 # TestStream carries watermarks in milliseconds (it asserts no precision is lost), so the
 # boundaries are probed one millisecond either side; test_watermark.py probes microseconds.
 MILLISECOND = Duration(micros=1000)
