@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,6 +80,10 @@ def _events(start: datetime, minutes: int, count: int, seed: int, partitions: se
             if partition_of(key) in partitions]  # fmt: skip
 
 
+def _bronze_rows(lake: Lake) -> int:
+    return lake.scan(TELEMETRY_RAW, columns=["event_id"]).num_rows
+
+
 def _wait_for(condition, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not (met := condition()) and time.monotonic() < deadline:
@@ -108,9 +113,6 @@ def test_a_partition_ahead_does_not_close_a_window_another_still_fills(
         _events(ahead, 1, 400, 34, slow),  # the slow partition catches up: A may close
     ]
 
-    def bronze_has(count: int) -> bool:
-        return lake.scan(TELEMETRY_RAW, columns=["event_id"]).num_rows >= count
-
     def window_a_complete() -> bool:
         gold = {key: row for key, row in gold_rows(lake).items() if key[0] == a}
         truth = {key: row for key, row in truth_rows(lake, settings.window_seconds).items()
@@ -125,7 +127,7 @@ def test_a_partition_ahead_does_not_close_a_window_another_still_fills(
                 for _ in produce(settings, settings.telemetry_topic, messages):
                     pass
                 sent += len(messages)
-                assert _wait_for(lambda count=sent: bronze_has(count), 60), (
+                assert _wait_for(lambda count=sent: _bronze_rows(lake) >= count, 60), (
                     f"phase {number} not in bronze"
                 )
                 if number == 1:
@@ -143,3 +145,36 @@ def test_a_partition_ahead_does_not_close_a_window_another_still_fills(
         f"window A: {len(missing)} of {len(truth)} sites missing from gold, {len(differ)} differ "
         f"(gold, truth): {list(differ.items())[:3]}; the job's log: {tmp_path / 'job.log'}"
     )
+
+
+def test_a_read_at_an_idle_watermark_is_committed_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Once its partitions are idle, the watermark is the wall clock, to the microsecond, and a
+    read's offsets may be committed from that time on; timers fire at the millisecond below
+    it. The commit timer must still fire once: before, it fired again and again at the same
+    offset (thousands of commits a minute) and a drained run never ended."""
+    settings = fault_settings(str(tmp_path / "lake"), kafka_bootstrap, "idle",
+                              **{**DEFAULTS, "BETLAKE_IDLE_TIMEOUT_SECONDS": "2"})  # fmt: skip
+    prepare(settings)
+    lake = Lake.of(settings)
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    every = set(range(PARTITIONS))
+    first, then = _events(week_ago, 5, 400, 41, every), _events(week_ago, 5, 400, 42, every)
+    for _ in produce(settings, settings.telemetry_topic, first):
+        pass
+    with open(tmp_path / "job.log", "w") as log:
+        job = start_job(settings, drain_when_idle=8, output=log)
+        try:
+            assert _wait_for(lambda: _bronze_rows(lake) >= len(first), 60), "first not read"
+            time.sleep(2 * settings.idle_timeout_seconds)  # every partition idle: wall clock
+            for _ in produce(settings, settings.telemetry_topic, then):
+                pass
+            job.wait(90)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the drained run did not end; its log: {tmp_path / 'job.log'}")
+        finally:
+            kill_group(job, signal.SIGKILL)
+    assert job.returncode == 0, (tmp_path / "job.log").read_text()[-2000:]
+    late = lake.scan(TELEMETRY_RAW, columns=["arrived_late"]).column("arrived_late")
+    assert late.to_pylist().count(True) == len(then), "the later reads were not at the wall clock"
