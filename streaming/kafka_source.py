@@ -49,7 +49,7 @@ from betlake.core.contract import (
 )
 from betlake.core.kafka import Committed, committed_offsets, consume, end_offsets, stream_consumer
 from betlake.core.lake import Compactor, Lake
-from betlake.core.windowing import US, Windowing, epoch_us
+from betlake.core.windowing import US, Windowing, epoch_us, whole_millis
 from streaming.ledger import EventLedger
 from streaming.metrics import PARTITION_METRICS, Tally
 
@@ -77,7 +77,8 @@ class PartitionRead:
 
 class StoredOffsets(NamedTuple):
     """One read made durable, for the offset commits: offsets [first, next) of a partition are
-    in the lake, the windows they fed take events until ``open_until_us`` (event time), and
+    in the lake, the windows they fed take events until ``open_until_us`` (event time, a whole
+    millisecond: the commit timer's time, see :func:`whole_millis`), and
     the partition's watermark was ``watermark_us`` when they were read (-1: not known yet).
     Between the steps it travels as a plain tuple of ints (a deterministic coder)."""
 
@@ -365,7 +366,9 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             last_start = pc.max(pc.cast(read.figures.column("window_start"), pa.int64())).as_py()
             open_until = max(open_until, self.windowing.commit_after_us(last_start))
         watermark = -1 if read.watermark_us is None else read.watermark_us
-        stored = StoredOffsets(read.first_offset, read.next_offset, open_until, watermark)
+        stored = StoredOffsets(
+            read.first_offset, read.next_offset, whole_millis(open_until), watermark
+        )
         return TimestampedValue(StoredRead(read.partition, read.figures, stored), at)
 
     def _drained(self, behind: bool, now: float) -> bool:

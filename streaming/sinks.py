@@ -123,14 +123,6 @@ class PublishPanesFn(beam.DoFn):
             )  # fmt: skip
 
 
-def whole_millis(micros: int) -> int:
-    """``micros`` rounded up to a whole millisecond: runners keep timers in milliseconds (Prism
-    fires a timer set at 12.345678 s with the time 12.345 s), so a commit timer is set, and its
-    marks judged, where it fires; otherwise a mark between the two never expires and its timer
-    fires again and again."""
-    return -(-micros // 1000) * 1000
-
-
 class CommitOffsetsFn(beam.DoFn):
     """(partition, :class:`StoredOffsets`) -> the stream group's offsets committed once every
     window those offsets fed is past its last pane (event-time timers), so a restart re-reads
@@ -160,7 +152,7 @@ class CommitOffsetsFn(beam.DoFn):
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
         pending.add(StoredOffsets(*element[1]))
-        expiry.set(Timestamp(micros=whole_millis(min(m.open_until_us for m in pending.read()))))
+        expiry.set(Timestamp(micros=min(m.open_until_us for m in pending.read())))
 
     @on_timer(EXPIRY)
     def commit_expired(
@@ -173,7 +165,7 @@ class CommitOffsetsFn(beam.DoFn):
         marks = sorted(pending.read())
         if not marks:  # a timer left from reads an earlier firing already committed
             return
-        still_open = [m for m in marks if whole_millis(m.open_until_us) > fired.micros]
+        still_open = [m for m in marks if m.open_until_us > fired.micros]
         if still_open:  # resume at the first read a window still needs, under its watermark
             upto = Committed(still_open[0].first_offset, still_open[0].watermark_us)
         else:  # resume after the last read (its watermark: a lower bound of the next one's)
@@ -188,4 +180,4 @@ class CommitOffsetsFn(beam.DoFn):
         for mark in still_open:
             pending.add(mark)
         if still_open:
-            expiry.set(Timestamp(micros=whole_millis(min(m.open_until_us for m in still_open))))
+            expiry.set(Timestamp(micros=min(m.open_until_us for m in still_open)))

@@ -29,6 +29,13 @@ def epoch_us(value: datetime) -> int:
     return (aware - _EPOCH) // timedelta(microseconds=1)  # no astimezone: year 1 at +01:00
 
 
+def whole_millis(micros: int) -> int:
+    """``micros`` rounded up to a whole millisecond. Runners keep timers in milliseconds (Prism
+    fires a timer set at 12.345678 s with the time 12.345 s): a time a timer is set at, and
+    judged by when it fires, must be one of theirs, or it never passes and fires forever."""
+    return -(-micros // 1000) * 1000
+
+
 def from_epoch_us(value_us: int) -> datetime:
     """The UTC datetime of epoch microseconds, exactly."""
     return _EPOCH + timedelta(microseconds=value_us)
