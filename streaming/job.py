@@ -18,6 +18,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from betlake.core.config import BetlakeError, Settings
 from betlake.core.kafka import end_offsets, ensure_topic, stream_consumer
 from betlake.core.lake import Lake
+from betlake.core.processes import wait_in_main_thread
 from betlake.core.reference import Reference
 from betlake.core.transport import describe_source
 from betlake.core.windowing import Windowing
@@ -113,7 +114,7 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
 
         finished = threading.Thread(target=wait, daemon=True)
         finished.start()
-        stop.wait()
+        wait_in_main_thread(stop)  # not stop.wait(): a signal must reach its handler
         if not PipelineState.is_terminal(result.state):
             log.info(
                 "stopping: what is acknowledged stands; open windows are %s at the next start",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -33,3 +34,11 @@ def run_server(command: Sequence[str], env: Mapping[str, str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
     return server.wait()
+
+
+def wait_in_main_thread(event: threading.Event) -> None:
+    """Wait for ``event`` in the main thread without shutting out signal handlers: the kernel
+    may hand a process's signal to any of its threads, Python runs the handler in the main
+    thread only, and a main thread blocked on a lock with no timeout is never woken to run it."""
+    while not event.wait(0.5):
+        pass

@@ -1,0 +1,34 @@
+"""Stop signals reach their handlers however the kernel delivers them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+# The kernel gives a process-wide signal to the main thread unless that thread already has one
+# pending; then another thread takes it. The script makes that happen on purpose.
+SIGNAL_TO_ANOTHER_THREAD = textwrap.dedent(
+    """
+    import signal, threading
+    from betlake.core.processes import wait_in_main_thread
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def worker():
+        threading.Event().wait(0.3)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Thread(target=worker, daemon=True).start()
+    wait_in_main_thread(stop)
+    print("stopped")
+    """
+)
+
+
+def test_a_signal_taken_by_another_thread_still_stops_the_wait() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_TO_ANOTHER_THREAD], capture_output=True, text=True, timeout=10
+    )
+    assert done.stdout.strip() == "stopped", done.stderr
