@@ -17,7 +17,7 @@ from typing import NamedTuple
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.coders import PickleCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
@@ -225,8 +225,10 @@ class WindowPanesFn(beam.DoFn):
     of the read it came from, which held the watermark until it was read.
     """
 
-    TOTAL = ReadModifyWriteStateSpec("total", PickleCoder())
-    PHASE = ReadModifyWriteStateSpec("phase", VarIntCoder())  # OPEN, FIRED or CLOSED
+    # One state value per key, (phase, figures): on Prism every read of a state the bundle
+    # has not written is a round trip to the runner (it gives no cache tokens), so one value
+    # read once per key and bundle, not two read at every partial.
+    WINDOW = ReadModifyWriteStateSpec("window", PickleCoder())
     END = TimerSpec("end", TimeDomain.WATERMARK)
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
     OPEN, FIRED, CLOSED = 0, 1, 2
@@ -238,32 +240,28 @@ class WindowPanesFn(beam.DoFn):
     def process(
         self,
         element: tuple[tuple[int, str], SiteWindow],
-        total=beam.DoFn.StateParam(TOTAL),
-        phase=beam.DoFn.StateParam(PHASE),
+        window=beam.DoFn.StateParam(WINDOW),
         end=beam.DoFn.TimerParam(END),
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
         (start, site_id), partial = element
-        reached = phase.read() or self.OPEN
-        if reached != self.CLOSED:  # once closed, past the lateness: the source left it out
-            running = (total.read() or SiteWindow(window_start_us=start)).merge(partial)
-            total.write(running)
-            if reached == self.FIRED:
-                yield self._pane(start, site_id, running, PaneInfoTiming.LATE)
-            else:
-                end.set(Timestamp(micros=start + self.size_us - 1))  # the window's last µs
-                expiry.set(Timestamp(micros=start + self.size_us + self.keep_us))
+        kept = window.read()
+        if kept is None:  # the window's first partial: its timers
+            end.set(Timestamp(micros=start + self.size_us - 1))  # the window's last µs
+            expiry.set(Timestamp(micros=start + self.size_us + self.keep_us))
+            kept = (self.OPEN, SiteWindow(window_start_us=start))
+        reached, running = kept
+        if reached == self.CLOSED:  # past the lateness: the source left it out
+            return
+        window.write((reached, running.merge(partial)))
+        if reached == self.FIRED:
+            yield self._pane(start, site_id, running, PaneInfoTiming.LATE)
 
     @on_timer(END)
-    def on_time(
-        self,
-        key=beam.DoFn.KeyParam,
-        total=beam.DoFn.StateParam(TOTAL),
-        phase=beam.DoFn.StateParam(PHASE),
-    ):
+    def on_time(self, key=beam.DoFn.KeyParam, window=beam.DoFn.StateParam(WINDOW)):
         start, site_id = key
-        phase.write(self.FIRED)
-        figures = total.read() or SiteWindow(window_start_us=start)
+        _, figures = window.read() or (self.OPEN, SiteWindow(window_start_us=start))
+        window.write((self.FIRED, figures))
         yield self._pane(start, site_id, figures, PaneInfoTiming.ON_TIME)
 
     def _pane(self, start: int, site_id: str, figures: SiteWindow, timing: int) -> SitePane:
@@ -273,16 +271,15 @@ class WindowPanesFn(beam.DoFn):
     def forget(
         self,
         fire_at=beam.DoFn.TimestampParam,
-        total=beam.DoFn.StateParam(TOTAL),
-        phase=beam.DoFn.StateParam(PHASE),
+        window=beam.DoFn.StateParam(WINDOW),
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
         """Forget the figures; keep a tombstone for one more lateness, then nothing."""
-        total.clear()
-        if phase.read() == self.CLOSED:
-            phase.clear()
+        reached, _ = window.read() or (self.CLOSED, None)
+        if reached == self.CLOSED:
+            window.clear()
         else:
-            phase.write(self.CLOSED)
+            window.write((self.CLOSED, None))
             expiry.set(Timestamp(micros=fire_at.micros + self.keep_us))
 
 
