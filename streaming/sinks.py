@@ -14,9 +14,14 @@ from datetime import UTC, datetime
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.coders import PickleCoder
+from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
 from apache_beam.utils.timestamp import Timestamp
 
 from betlake.core.config import Settings
@@ -133,7 +138,11 @@ class CommitOffsetsFn(beam.DoFn):
     # Beam typehint of the input: the key's coder must be deterministic for state and timers.
     INPUT = beam.typehints.KV[int, beam.typehints.Tuple[int, int, int, int]]
 
+    # The reads not committed yet, appended blind: the bag is read only when the timer fires.
+    # A live partition adds a read every poll and keeps them for a window plus the allowed
+    # lateness (thousands at 1x), and on Prism each read of it is a round trip with them all.
     PENDING = BagStateSpec("pending", PickleCoder())
+    EARLIEST = ReadModifyWriteStateSpec("earliest", VarIntCoder())  # when the timer fires
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def __init__(self, settings: Settings) -> None:
@@ -149,10 +158,15 @@ class CommitOffsetsFn(beam.DoFn):
         self,
         element: tuple[int, tuple[int, int, int, int]],
         pending=beam.DoFn.StateParam(PENDING),
+        earliest=beam.DoFn.StateParam(EARLIEST),
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
-        pending.add(StoredOffsets(*element[1]))
-        expiry.set(Timestamp(micros=min(m.open_until_us for m in pending.read())))
+        mark = StoredOffsets(*element[1])
+        pending.add(mark)
+        fires_at = earliest.read()
+        if fires_at is None or mark.open_until_us < fires_at:
+            earliest.write(mark.open_until_us)
+            expiry.set(Timestamp(micros=mark.open_until_us))
 
     @on_timer(EXPIRY)
     def commit_expired(
@@ -160,9 +174,11 @@ class CommitOffsetsFn(beam.DoFn):
         partition=beam.DoFn.KeyParam,
         fired=beam.DoFn.TimestampParam,
         pending=beam.DoFn.StateParam(PENDING),
+        earliest=beam.DoFn.StateParam(EARLIEST),
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
         marks = sorted(pending.read())
+        earliest.clear()
         if not marks:  # a timer left from reads an earlier firing already committed
             return
         still_open = [m for m in marks if m.open_until_us > fired.micros]
@@ -180,4 +196,6 @@ class CommitOffsetsFn(beam.DoFn):
         for mark in still_open:
             pending.add(mark)
         if still_open:
-            expiry.set(Timestamp(micros=min(m.open_until_us for m in still_open)))
+            fires_at = min(m.open_until_us for m in still_open)
+            earliest.write(fires_at)
+            expiry.set(Timestamp(micros=fires_at))
