@@ -253,10 +253,12 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         def bronze(starts: list[int]) -> pa.Table:
             window_start = pa.array(starts, pa.int64()).cast(TELEMETRY_RAW.schema.field(
                 "window_start").type)  # fmt: skip
-            where = ds.field("event_date").isin(pc.unique(pc.cast(window_start, pa.date32()))) & (
-                ds.field("window_start").isin(window_start)
-            )
-            return lake.scan(TELEMETRY_RAW, ["event_id", "window_start", "arrived_late"], where)
+            dates = pc.unique(pc.cast(window_start, pa.date32()))
+            where = ds.field("event_date").isin(dates) & ds.field("window_start").isin(window_start)
+            files = [("event_date", "in", dates.to_pylist()),
+                     ("window_start", "in", window_start.to_pylist())]  # fmt: skip
+            columns = ["event_id", "window_start", "arrived_late"]
+            return lake.scan(TELEMETRY_RAW, columns, where, files)
 
         return EventLedger(bronze, self.partitions, self.windowing)
 
