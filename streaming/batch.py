@@ -13,7 +13,7 @@ from betlake.core.contract import (
     EVENT_COLUMNS,
     TELEMETRY_RAW,
 )
-from betlake.core.lake import Lake, time_range_filter
+from betlake.core.lake import Lake
 from betlake.core.reference import Reference
 from betlake.core.windowing import Windowing
 from streaming.runners import batch_options, counters
@@ -30,8 +30,8 @@ class ReadRawRangeFn(beam.DoFn):
         self.lake = lake
 
     def process(self, chunk: tuple[datetime, datetime]):
-        events = self.lake.scan(
-            TELEMETRY_RAW, EVENT_COLUMNS, time_range_filter(*chunk, "event_time", "event_date")
+        events = self.lake.scan_range(
+            TELEMETRY_RAW, *chunk, EVENT_COLUMNS, column="event_time", day_column="event_date"
         )
         if events.num_rows:
             yield events

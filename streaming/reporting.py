@@ -25,7 +25,7 @@ import dagster as dg
 
 from betlake.core.config import Settings
 from betlake.core.contract import PARTITION_FORMAT, SITE_WINDOW_STATS, TELEMETRY_RAW
-from betlake.core.lake import Lake, time_range_filter
+from betlake.core.lake import Lake
 from betlake.core.status import bronze_facts, consumer_lag
 
 log = logging.getLogger("betlake.stream")
@@ -129,10 +129,11 @@ class DagsterReporter:
     def _gold_windows(self) -> dict[datetime, list[dict]]:
         """Gold's rows of the windows due, as they are now (all sites, whoever wrote them)."""
         width = timedelta(seconds=self.settings.window_seconds)
-        rows = self.lake.scan(
+        rows = self.lake.scan_range(
             SITE_WINDOW_STATS,
+            min(self.due),
+            max(self.due) + width,
             ["window_start", "pane", "events", "active_players", "ggr_eur", "computed_at"],
-            time_range_filter(min(self.due), max(self.due) + width),
         ).to_pylist()
         windows: dict[datetime, list[dict]] = {start: [] for start in self.due}
         for row in rows:

@@ -36,7 +36,7 @@ from betlake.core.kafka import (
     reachable,
     stream_consumer,
 )
-from betlake.core.lake import Lake, time_range_filter
+from betlake.core.lake import Lake
 from streaming.kafka_source import StoredOffsets
 from streaming.metrics import Tally
 from streaming.reporting import report_gold
@@ -59,7 +59,7 @@ class ReplaceGoldRangeFn(beam.DoFn):
         table = pa.Table.from_pylist(
             [row | {"computed_at": self.began} for row in rows], schema=SITE_WINDOW_STATS.schema
         )
-        before = lake.scan(SITE_WINDOW_STATS, where=time_range_filter(self.start, self.end))
+        before = lake.scan_range(SITE_WINDOW_STATS, self.start, self.end)
         lake.replace_windows(SITE_WINDOW_STATS, table, self.start, self.end)
         tally = Tally("reprocess")
         if reachable(self.settings):

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from google.cloud import bigquery
 
 from betlake.core.contract import SITE_WINDOW_STATS, TableSpec
-from betlake.core.lake import Lake, check_in_range, time_range_filter
+from betlake.core.lake import Lake, check_in_range
 from betlake.core.windowing import to_utc
 
 STAGING_HOURS = 6  # a staging table left behind by a killed run expires (on Google) after this
@@ -66,7 +66,7 @@ def bigquery_schema(spec: TableSpec = SITE_WINDOW_STATS) -> list[bigquery.Schema
 
 def lake_range(lake: Lake, start: datetime, end: datetime) -> pa.Table:
     """The gold rows of the lake with window_start in [start, end)."""
-    return lake.scan(SITE_WINDOW_STATS, where=time_range_filter(start, end))
+    return lake.scan_range(SITE_WINDOW_STATS, start, end)
 
 
 def _range_parameters(start: datetime, end: datetime) -> list[bigquery.ScalarQueryParameter]:

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from betlake.core.config import BetlakeError, Settings
 from betlake.core.contract import TELEMETRY_DISCARDED, TELEMETRY_RAW, TIMESTAMP
-from betlake.core.lake import Lake, time_range_filter
+from betlake.core.lake import Lake
 from betlake.core.windowing import epoch_us
 
 
@@ -58,8 +58,8 @@ def discard(
     if not reason.strip():
         raise BetlakeError("a discard needs a --reason")
     lake = Lake.of(settings)
-    events = lake.scan(
-        TELEMETRY_RAW, where=time_range_filter(start, end, "event_time", "event_date")
+    events = lake.scan_range(
+        TELEMETRY_RAW, start, end, column="event_time", day_column="event_date"
     )
     for column, wanted in (("site_id", site), ("player_id", player), ("source", source)):
         if wanted is not None:

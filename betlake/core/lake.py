@@ -89,19 +89,22 @@ def window_range_predicate(start: datetime, end: datetime) -> str:
     )
 
 
-def time_range_filter(
-    start: datetime, end: datetime, column: str = "window_start", day_column: str = "window_date"
-) -> ds.Expression:
-    """Dataset filter for ``column`` in [start, end), pruned by its date partition column
-    (``window_start``/``window_date`` for gold, ``event_time``/``event_date`` for bronze)."""
+def _time_range(
+    start: datetime, end: datetime, column: str, day_column: str
+) -> tuple[ds.Expression, list[tuple[str, str, object]]]:
+    """``column`` in [start, end), pruned by its date partition column: as a dataset filter of
+    the rows and as tuple filters of the files (see :meth:`Lake.scan`)."""
     start, end = to_utc(start), to_utc(end)
     last_day = (end - timedelta(microseconds=1)).date()
-    return (
+    rows = (
         (ds.field(day_column) >= pa.scalar(start.date(), pa.date32()))
         & (ds.field(day_column) <= pa.scalar(last_day, pa.date32()))
         & (ds.field(column) >= pa.scalar(start, TIMESTAMP))
         & (ds.field(column) < pa.scalar(end, TIMESTAMP))
     )
+    files = [(day_column, ">=", start.date()), (day_column, "<=", last_day),
+             (column, ">=", start), (column, "<", end)]  # fmt: skip
+    return rows, files
 
 
 def check_in_range(rows: pa.Table, start: datetime, end: datetime) -> None:
@@ -334,6 +337,21 @@ class Lake:
             return spec.schema.empty_table().select(list(columns or spec.schema.names))
         dataset = table.to_pyarrow_dataset(file_pruning_predicate=files or None)
         return dataset.to_table(columns=list(columns) if columns else None, filter=where)
+
+    def scan_range(
+        self,
+        spec: TableSpec,
+        start: datetime,
+        end: datetime,
+        columns: Iterable[str] | None = None,
+        *,
+        column: str = "window_start",
+        day_column: str = "window_date",
+    ) -> pa.Table:
+        """The rows with ``column`` in [start, end) (``window_start``/``window_date`` for gold,
+        ``event_time``/``event_date`` for bronze), from the files that can hold them."""
+        rows, files = _time_range(start, end, column, day_column)
+        return self.scan(spec, columns, rows, files)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection where every existing lake table is a view by its name."""

@@ -20,7 +20,7 @@ from betlake.core.contract import (
     TELEMETRY_RAW,
     TELEMETRY_REJECTED,
 )
-from betlake.core.lake import Lake, time_range_filter
+from betlake.core.lake import Lake
 from betlake.defs.resources import BetlakeResource
 from streaming.batch import reprocess
 
@@ -75,7 +75,7 @@ _FIGURES = [c for c in SITE_WINDOW_STATS.schema.names if c not in ("pane", "comp
 
 def figures_in_range(lake: Lake, start: datetime, end: datetime) -> pa.Table:
     """Gold's figures (no pane, no computed_at) of the windows in [start, end)."""
-    return lake.scan(SITE_WINDOW_STATS, _FIGURES, time_range_filter(start, end))
+    return lake.scan_range(SITE_WINDOW_STATS, start, end, _FIGURES)
 
 
 def rows_changed(before: pa.Table, after: pa.Table) -> int:

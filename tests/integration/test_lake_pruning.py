@@ -1,0 +1,70 @@
+"""Reads that open only the files that can hold their rows (the Delta log's partition values and
+statistics) return exactly what a read of every file, filtered, returns."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from betlake.core.contract import NEWER_PANE, SITE_WINDOW_STATS
+from betlake.core.lake import Lake
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 12, 2, 22, 0, tzinfo=UTC)  # windows on both sides of midnight
+FIVE = timedelta(minutes=5)
+
+
+def panes(windows: list[int], events: int, pane: str) -> pa.Table:
+    """One row per window number and site, ``events`` events each."""
+    zero = {f.name: 0 for f in SITE_WINDOW_STATS.schema if not f.nullable}
+    rows = []
+    for window in windows:
+        start = T0 + FIVE * window
+        for site in ("s-1", "s-2"):
+            rows.append(zero | {"window_start": start, "window_end": start + FIVE, "site_id": site,
+                                "events": events, "pane": pane, "computed_at": datetime.now(UTC),
+                                "window_date": start.date()})  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=SITE_WINDOW_STATS.schema)
+
+
+@pytest.fixture
+def gold(tmp_path: Path) -> Lake:
+    """A gold table of 48 windows over two days, a file per window."""
+    lake = Lake(str(tmp_path / "lake"))
+    for window in range(48):
+        lake.append(SITE_WINDOW_STATS, panes([window], 10, "ON_TIME"))
+    return lake
+
+
+def test_a_range_read_returns_what_a_filtered_full_read_does(gold: Lake) -> None:
+    everything = gold.scan(SITE_WINDOW_STATS)
+    starts = everything.column("window_start")
+    rng = random.Random(3)
+    bounds = [(0, 48), (23, 25), (24, 25), (10, 10), (0, 1), (47, 48), (-5, 3), (40, 60)]
+    bounds += [tuple(sorted(rng.sample(range(-2, 50), 2))) for _ in range(20)]
+    for low, high in bounds:
+        start, end = T0 + FIVE * low, T0 + FIVE * high
+        inside = pc.and_(pc.greater_equal(starts, start), pc.less(starts, end))
+        expected = sorted(everything.filter(inside).column("window_start").to_pylist())
+        got = gold.scan_range(SITE_WINDOW_STATS, start, end).column("window_start").to_pylist()
+        assert sorted(got) == expected, (low, high)
+
+
+def test_upserts_find_the_rows_in_their_files(gold: Lake) -> None:
+    """A merge and rows_to_upsert restricted to the touched files still see the stored rows:
+    fuller panes replace them, no key is added twice."""
+    fired = panes([0, 23, 24, 47], 20, "LATE")
+    assert gold.rows_to_upsert(SITE_WINDOW_STATS, fired, NEWER_PANE).num_rows == 8
+    assert gold.rows_to_upsert(SITE_WINDOW_STATS, panes([5], 10, "LATE"), NEWER_PANE).num_rows == 2
+    assert gold.rows_to_upsert(SITE_WINDOW_STATS, panes([5], 9, "LATE"), NEWER_PANE).num_rows == 0
+    gold.upsert(SITE_WINDOW_STATS, fired, update_when=NEWER_PANE)
+    rows = gold.scan(SITE_WINDOW_STATS).to_pylist()
+    assert len(rows) == 96
+    late = {(r["window_start"], r["site_id"]) for r in rows if r["pane"] == "LATE"}
+    assert late == {(T0 + FIVE * w, s) for w in (0, 23, 24, 47) for s in ("s-1", "s-2")}
+    assert all(r["events"] == 20 for r in rows if r["pane"] == "LATE")
