@@ -29,7 +29,6 @@ from typing import NamedTuple
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.pvalue import TaggedOutput
@@ -48,7 +47,7 @@ from betlake.core.contract import (
     validate,
 )
 from betlake.core.kafka import Committed, committed_offsets, consume, end_offsets, stream_consumer
-from betlake.core.lake import Compactor, Lake
+from betlake.core.lake import Compactor, Lake, Touched
 from betlake.core.windowing import US, Windowing, epoch_us, whole_millis
 from streaming.ledger import EventLedger
 from streaming.metrics import PARTITION_METRICS, Tally
@@ -254,11 +253,9 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             window_start = pa.array(starts, pa.int64()).cast(TELEMETRY_RAW.schema.field(
                 "window_start").type)  # fmt: skip
             dates = pc.unique(pc.cast(window_start, pa.date32()))
-            where = ds.field("event_date").isin(dates) & ds.field("window_start").isin(window_start)
-            files = [("event_date", "in", dates.to_pylist()),
-                     ("window_start", "in", window_start.to_pylist())]  # fmt: skip
+            touched = Touched({"event_date": dates, "window_start": window_start})
             columns = ["event_id", "window_start", "arrived_late"]
-            return lake.scan(TELEMETRY_RAW, columns, where, files)
+            return lake.scan(TELEMETRY_RAW, columns, touched.rows(), touched.files())
 
         return EventLedger(bronze, self.partitions, self.windowing)
 

@@ -47,22 +47,26 @@ def _sql_literal(value: object) -> str:
 
 
 class Touched:
-    """Where the rows of ``data`` belong in a table: the values of its partition columns and
-    non-string key columns (string columns are left to the join: see :meth:`Lake.scan`).
+    """Where rows belong in a table, by the values they hold of some columns (string columns
+    and columns with nulls are left out: see :meth:`Lake.scan`).
 
     Used three ways: tuple filters choosing the files to open (by the Delta log's partition
     values and statistics, before any file is read), a dataset filter for the rows, and a
     merge predicate on the target. Without them every read and merge of a table went through
-    all its files: a gold upsert took 330 ms at 300 files, 13 ms with them."""
+    all its files (``benchmarks/commit_cost``: a gold upsert at 200-300 files, 629 -> 125 ms)."""
 
-    def __init__(self, spec: TableSpec, data: pa.Table) -> None:
-        columns = [*spec.partition_by, *spec.key]
-        unique = {column: pc.unique(data.column(column)) for column in dict.fromkeys(columns)}
+    def __init__(self, values: dict[str, pa.Array]) -> None:
         self.values = {
-            column: values
-            for column, values in unique.items()
-            if not pa.types.is_string(values.type) and not values.null_count
+            column: column_values
+            for column, column_values in values.items()
+            if not pa.types.is_string(column_values.type) and not column_values.null_count
         }
+
+    @classmethod
+    def keys_of(cls, spec: TableSpec, data: pa.Table) -> Touched:
+        """The partition and key values of ``data``'s rows."""
+        columns = dict.fromkeys([*spec.partition_by, *spec.key])
+        return cls({column: pc.unique(data.column(column)) for column in columns})
 
     def files(self) -> list[tuple[str, str, list]]:
         return [(column, "in", values.to_pylist()) for column, values in self.values.items()]
@@ -241,7 +245,10 @@ class Lake:
         table = self.ensure(spec)
         on = [*spec.partition_by, *spec.key]
         predicate = " AND ".join(
-            [*(f"t.{col} = s.{col}" for col in on), *Touched(spec, source).target_predicates("t")]
+            [
+                *(f"t.{col} = s.{col}" for col in on),
+                *Touched.keys_of(spec, source).target_predicates("t"),
+            ]
         )
 
         def merge() -> dict:
@@ -268,7 +275,7 @@ class Lake:
         the table as it is now: new keys, and existing keys where the predicate holds (the
         same SQL, evaluated by DuckDB over the rows of the partitions ``data`` touches)."""
         on = [*spec.partition_by, *spec.key]
-        touched = Touched(spec, data)
+        touched = Touched.keys_of(spec, data)
         con = duckdb.connect()
         con.register("s", data.select(spec.schema.names).cast(spec.schema))
         con.register("t", self.scan(spec, where=touched.rows(), files=touched.files()))
@@ -305,7 +312,9 @@ class Lake:
         data = first_per_key(data, spec.key)
         if not data.num_rows:
             return data
-        touched = Touched(spec, data)  # prune by partition and key_within; keys matched in memory
+        touched = Touched.keys_of(
+            spec, data
+        )  # prune by partition and key_within; keys matched in memory
         where, files = touched.rows(), touched.files()
         for column in spec.key_within:
             if data.column(column).null_count == 0:
