@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from operator import attrgetter
 
 import msgspec
 import numpy as np
@@ -443,8 +444,9 @@ def validate(batch: RawBatch, *, window_seconds: int, max_clock_skew_seconds: in
     )
 
 
-class _PlainEvent(msgspec.Struct):
-    """The fields of a plain message, as JSON types (see :func:`_plain_events`)."""
+class _PlainEvent(msgspec.Struct, gc=False):
+    """The fields of a plain message, as JSON types (see :func:`_plain_events`); untracked by
+    the cyclic garbage collector (it holds no containers), which allocating many would run."""
 
     event_id: str
     event_type: str
@@ -507,8 +509,7 @@ def _plain_events(payloads: list[bytes], latest_us: int) -> tuple[np.ndarray, di
     if not events:
         return np.zeros(0, dtype=np.int64), {n: pa.array([], t) for n, t in _VALUE_TYPES.items()}
 
-    columns = zip(*map(msgspec.structs.astuple, events), strict=True)
-    fields = dict(zip(_PlainEvent.__struct_fields__, columns, strict=True))
+    fields = {name: list(map(attrgetter(name), events)) for name in _PlainEvent.__struct_fields__}
 
     def strings(name: str) -> pa.Array:
         return pa.array(fields[name], pa.string())
@@ -528,13 +529,13 @@ def _plain_events(payloads: list[bytes], latest_us: int) -> tuple[np.ndarray, di
     time_us = _plain_times(fields["event_time"])
     ok = pc.and_kleene(ok, pc.less_equal(time_us, latest_us))
     money = pc.is_in(event_type, value_set=pa.array(sorted(MONEY_EVENT_TYPES)))
-    amount_text = pa.array(list(map(bytes, fields["amount"])), pa.binary()).cast(pa.string())
+    amount_text = _binary(fields["amount"]).cast(pa.string())
     exact = pc.match_substring_regex(amount_text, _PLAIN_AMOUNT)
     ok = pc.and_(ok, pc.or_(pc.invert(money), exact))
     currency = strings("currency")
     ok = pc.and_(ok, pc.fill_null(pc.string_is_ascii(currency), True))
     ok = pc.fill_null(ok, False)
-    keep = np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
+    plain = np.asarray(index, dtype=np.int64)[ok.to_numpy(zero_copy_only=False)]
     amount = pc.if_else(
         pc.and_(money, exact), pc.replace_substring(amount_text, '"', ""), None
     ).filter(ok)
@@ -548,11 +549,17 @@ def _plain_events(payloads: list[bytes], latest_us: int) -> tuple[np.ndarray, di
         "amount": amount.cast(MONEY),
         "currency": pc.if_else(pc.equal(currency, ""), None, currency),
         "bet_id": bet_id.filter(ok),
-        "payload": pa.array(
-            [payloads[i] for i in np.asarray(index)[keep].tolist()], pa.binary()
-        ).cast(pa.string()),
+        "payload": _binary(payloads).take(plain).cast(pa.string()),
     }
-    return np.asarray(index, dtype=np.int64)[keep], values
+    return plain, values
+
+
+def _binary(values: Sequence[bytes | msgspec.Raw]) -> pa.Array:
+    """Byte strings as one Arrow array, made from their concatenation (not value by value)."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), out=offsets[1:])
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
+    return pa.Array.from_buffers(pa.large_binary(), len(values), buffers)
 
 
 def _plain_times(values: list[str | int]) -> pa.Array:
