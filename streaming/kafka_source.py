@@ -46,7 +46,14 @@ from betlake.core.contract import (
     RawBatch,
     validate,
 )
-from betlake.core.kafka import Committed, committed_offsets, consume, end_offsets, stream_consumer
+from betlake.core.kafka import (
+    READ_BATCH,
+    Committed,
+    committed_offsets,
+    consume,
+    end_offsets,
+    stream_consumer,
+)
 from betlake.core.lake import Compactor, Lake, Touched
 from betlake.core.windowing import US, Windowing, epoch_us, whole_millis
 from streaming.ledger import EventLedger
@@ -194,7 +201,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         self,
         settings: Settings,
         partitions: list[int],
-        batch_size: int = 20_000,
+        batch_size: int = READ_BATCH,
         poll_seconds: float = 0.2,
         drain_when_idle: float | None = None,
     ) -> None:
