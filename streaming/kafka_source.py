@@ -43,6 +43,7 @@ from betlake.core.contract import (
     EVENT_COLUMNS,
     TELEMETRY_RAW,
     TELEMETRY_REJECTED,
+    Origins,
     RawBatch,
     validate,
 )
@@ -394,7 +395,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             payloads=[m.value() or b"" for m in messages],
             source="kafka",
             arrived_at=datetime.now(UTC),
-            origins=[f"kafka:{topic}:{partition}:{offset}" for offset in offsets],
+            origins=Origins(f"kafka:{topic}:{partition}:", offsets),
             kafka_partitions=[partition] * len(messages),
             kafka_offsets=offsets,
         )

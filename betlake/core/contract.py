@@ -227,6 +227,23 @@ EVENT_COLUMNS = ("event_type", "event_time", "player_id", "site_id", "amount", "
 
 
 @dataclass(frozen=True)
+class Origins(Sequence[str]):
+    """Origins ``prefix + number`` (a Kafka offset, a line number), each made only when asked
+    for (only rejected messages store theirs)."""
+
+    prefix: str
+    numbers: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __getitem__(self, index):  # an int gives an origin, a slice a list of them
+        if isinstance(index, slice):
+            return [f"{self.prefix}{number}" for number in self.numbers[index]]
+        return f"{self.prefix}{self.numbers[index]}"
+
+
+@dataclass(frozen=True)
 class RawBatch:
     """Raw messages as they arrived, with where each came from."""
 
@@ -593,10 +610,10 @@ def _origin_columns(batch: RawBatch, index: Sequence[int]) -> dict[str, pa.Array
     def pick(values: Sequence | None, dtype: pa.DataType) -> pa.Array:
         if values is None:
             return pa.nulls(len(index), dtype)
-        return pa.array([values[i] for i in index], dtype)
+        return pa.array(np.asarray(values)[index], dtype)
 
     return {
-        "source": pa.array([batch.source] * len(index), pa.string()),
+        "source": pa.repeat(pa.scalar(batch.source, pa.string()), len(index)),
         "kafka_partition": pick(batch.kafka_partitions, pa.int32()),
         "kafka_offset": pick(batch.kafka_offsets, pa.int64()),
     }
@@ -619,9 +636,10 @@ def _bronze_rows(
     window_seconds: int,
 ) -> pa.Table:
     """``telemetry_raw`` rows of event ``values``, message ``index`` each, in message order."""
-    order = pa.array(np.argsort(index, kind="stable"))
-    index = index[order.to_numpy()]
-    values = {name: column.take(order) for name, column in values.items()}
+    if np.any(index[1:] < index[:-1]):  # events the per-message path took come after
+        order = np.argsort(index, kind="stable")
+        index = index[order]
+        values = {name: column.take(order) for name, column in values.items()}
     n = len(index)
     event_time = values["event_time"].to_numpy(zero_copy_only=False)
     event_ts = values["event_time"].cast(TIMESTAMP)
@@ -634,7 +652,7 @@ def _bronze_rows(
         ),
         "event_date": pc.cast(event_ts, pa.date32()),
         "ingest_time": pa.array(np.full(n, arrived_us, dtype=np.int64), pa.int64()).cast(TIMESTAMP),
-        **_origin_columns(batch, index.tolist()),
+        **_origin_columns(batch, index),
         "arrived_late": pa.array(np.zeros(n, dtype=bool), pa.bool_()),
         "payload": values["payload"],
     }

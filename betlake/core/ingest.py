@@ -25,6 +25,7 @@ from betlake.core.config import BetlakeError, Settings
 from betlake.core.contract import (
     TELEMETRY_RAW,
     TELEMETRY_REJECTED,
+    Origins,
     RawBatch,
     Validated,
     validate,
@@ -88,7 +89,7 @@ def _validate_chunk(
         payloads=[line for _, line in numbered],
         source="file",
         arrived_at=datetime.now(UTC),
-        origins=[f"{origin}:{n}" for n, _ in numbered],
+        origins=Origins(f"{origin}:", [n for n, _ in numbered]),
     )
     return validate(
         batch, window_seconds=window_seconds, max_clock_skew_seconds=max_clock_skew_seconds
