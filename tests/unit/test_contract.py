@@ -13,6 +13,7 @@ from betlake.core.contract import (
     MONEY_EVENT_TYPES,
     TELEMETRY_RAW,
     TELEMETRY_REJECTED,
+    Origins,
     RawBatch,
     Validated,
     validate,
@@ -482,6 +483,35 @@ def test_mixed_batch_keeps_every_line_exactly_once() -> None:
     texts = [p.decode() if isinstance(p, bytes) else p for p in payloads]
     for row in events + rejected:
         assert row["payload"] == texts[row["kafka_offset"] - 1000]
+
+
+def test_events_of_both_paths_keep_message_order_and_origin() -> None:
+    """An escape sends a valid event through the per-message path: the events still come in
+    message order, each with its own offset, payload and (rejected) origin."""
+    payloads = [
+        line(event(event_id="plain-0")),
+        line(event(event_id="escaped-1", site_id="caf\u00e9")).replace("\u00e9", "\\u00e9"),
+        "not json",
+        line(event(event_id="plain-3")),
+    ]
+    batch = RawBatch(payloads, "kafka", ARRIVED, Origins("kafka:t:7:", range(40, 44)),
+                     [7] * 4, list(range(40, 44)))  # fmt: skip
+    result = validate(batch, window_seconds=300, max_clock_skew_seconds=300)
+
+    events = result.events.to_pylist()
+    assert [(e["event_id"], e["kafka_offset"]) for e in events] == [
+        ("plain-0", 40), ("escaped-1", 41), ("plain-3", 43)
+    ]  # fmt: skip
+    assert [e["payload"] for e in events] == [payloads[0], payloads[1], payloads[3]]
+    assert [(r["origin"], r["kafka_offset"]) for r in result.rejected.to_pylist()] == [
+        ("kafka:t:7:42", 42)
+    ]
+
+
+def test_origins_are_made_when_asked() -> None:
+    origins = Origins("file:/x.jsonl:", [3, 5, 8])
+    assert (len(origins), origins[1], origins[-1]) == (3, "file:/x.jsonl:5", "file:/x.jsonl:8")
+    assert list(origins) == origins[:] == ["file:/x.jsonl:3", "file:/x.jsonl:5", "file:/x.jsonl:8"]
 
 
 def test_rejected_rows_carry_kafka_origin() -> None:
