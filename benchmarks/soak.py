@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/soak.png"))
     args = parser.parse_args()
     restore_default_signals()  # Ctrl-C stops it even when started where SIGINT is ignored
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: its broker stops too
 
     work = Path(tempfile.mkdtemp(prefix="betlake-soak-"))
     bootstrap = f"127.0.0.1:{broker.free_port_pair()}"

@@ -652,6 +652,7 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     restore_default_signals()  # Ctrl-C stops it even when started where SIGINT is ignored
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: its broker stops too
     peers = [name for name in args.peers.split(",") if name]
     if unknown := set(peers) - set(PEERS):
         parser.error(f"unknown peers {', '.join(sorted(unknown))}: choose from {', '.join(PEERS)}")

@@ -121,6 +121,11 @@ def check_in_range(rows: pa.Table, start: datetime, end: datetime) -> None:
         raise ValueError(f"rows outside [{start}, {end}) cannot replace that range")
 
 
+# Versions a lake brings an opened table forward before opening it afresh: past that, the
+# replay of its entries costs more than an open (benchmarks/commit_cost).
+_KEPT_VERSIONS = 50
+
+
 def with_commit_retry(write: Callable[[], T], what: str) -> T:
     """Run a Delta write, retrying commit conflicts with jittered exponential backoff for up to
     :data:`_COMMIT_PATIENCE_SECONDS` (a time budget, not a count of attempts: on a slow store,
@@ -167,7 +172,13 @@ class Lake:
     def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
         self.root = root.rstrip("/")
         self.storage_options = storage_options
-        self.created: set[str] = set()  # tables this lake has seen exist: no open before a write
+        self._threads = threading.local()  # each thread's opened tables (see open)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_threads": None}  # a lake sent to a worker opens afresh
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _threads=threading.local())
 
     @classmethod
     def of(cls, settings: Settings) -> Lake:
@@ -178,36 +189,55 @@ class Lake:
         return f"{self.root}/{name}"
 
     def open(self, name: str) -> DeltaTable | None:
-        """The table, or None if it has not been created yet."""
+        """The table at its latest version, or None if it has not been created yet.
+
+        A thread keeps the tables it opens (a table object is not to be shared between
+        threads) and brings them up to date from the log entries added since, rather than
+        reading the log again; but only for :data:`_KEPT_VERSIONS`: a table object replays
+        every entry since it was opened, not from the latest checkpoint.
+        """
+        opened = self._opened()
+        if name in opened:
+            table, first = opened[name]
+            table.update_incremental()
+            if table.version() - first < _KEPT_VERSIONS:
+                return table
         try:
-            return DeltaTable(self.uri(name), storage_options=self.storage_options)
+            table = DeltaTable(self.uri(name), storage_options=self.storage_options)
         except TableNotFoundError:
             return None
+        opened[name] = table, table.version()
+        return table
+
+    def _opened(self) -> dict[str, tuple[DeltaTable, int]]:
+        """This thread's opened tables, by name, with the version each was opened at."""
+        if not hasattr(self._threads, "tables"):
+            self._threads.tables = {}
+        return self._threads.tables
 
     def ensure(self, spec: TableSpec) -> DeltaTable:
         """Open the table, creating it empty with the contract's schema if it is missing."""
-        return self.open(spec.name) or DeltaTable.create(
-            self.uri(spec.name),
-            spec.schema,
-            partition_by=list(spec.partition_by) or None,
-            mode="ignore",
-            storage_options=self.storage_options,
-        )
+        table = self.open(spec.name)
+        if table is None:
+            DeltaTable.create(
+                self.uri(spec.name),
+                spec.schema,
+                partition_by=list(spec.partition_by) or None,
+                mode="ignore",
+                storage_options=self.storage_options,
+            )
+            table = self.open(spec.name)
+        return table
 
     def _write(self, spec: TableSpec, data: pa.Table, **options: object) -> None:
-        if spec.name not in self.created:
-            self.ensure(spec)
-            self.created.add(spec.name)
-        with_commit_retry(
-            lambda: write_deltalake(
-                self.uri(spec.name),
-                data.select(spec.schema.names).cast(spec.schema),
-                partition_by=list(spec.partition_by) or None,
-                storage_options=self.storage_options,
-                **options,
-            ),
-            spec.name,
-        )
+        table = self.ensure(spec)
+        data = data.select(spec.schema.names).cast(spec.schema)
+
+        def write() -> None:
+            table.update_incremental()
+            write_deltalake(table, data, partition_by=list(spec.partition_by) or None, **options)
+
+        with_commit_retry(write, spec.name)
 
     def append(
         self, spec: TableSpec, data: pa.Table, progress: tuple[str, int] | None = None
