@@ -4,6 +4,7 @@ statistics) return exactly what a read of every file, filtered, returns."""
 from __future__ import annotations
 
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,3 +69,26 @@ def test_upserts_find_the_rows_in_their_files(gold: Lake) -> None:
     late = {(r["window_start"], r["site_id"]) for r in rows if r["pane"] == "LATE"}
     assert late == {(T0 + FIVE * w, s) for w in (0, 23, 24, 47) for s in ("s-1", "s-2")}
     assert all(r["events"] == 20 for r in rows if r["pane"] == "LATE")
+
+
+def test_a_kept_table_sees_every_other_writer(tmp_path: Path) -> None:
+    """A lake keeps the tables it has opened and brings them forward: each read, write and
+    merge still sees what another lake (another process, another thread) committed meanwhile,
+    past the versions after which it opens a table afresh."""
+    ours, theirs = Lake(str(tmp_path / "lake")), Lake(str(tmp_path / "lake"))
+    ours.append(SITE_WINDOW_STATS, panes([0], 10, "ON_TIME"))
+    for window in range(1, 70):
+        theirs.append(SITE_WINDOW_STATS, panes([window], 10, "ON_TIME"))
+        assert ours.scan(SITE_WINDOW_STATS).num_rows == 2 * (window + 1)
+        if window % 10 == 0:  # our merge, over their rows: replaces, never adds a key twice
+            ours.upsert(SITE_WINDOW_STATS, panes([window], 20, "LATE"), update_when=NEWER_PANE)
+            events = theirs.scan_range(SITE_WINDOW_STATS, T0, T0 + FIVE * 70).column("events")
+            assert len(events) == 2 * (window + 1)
+            assert pc.sum(events).as_py() == 2 * 10 * (window + 1) + 2 * 10 * (window // 10)
+    thread_rows: list[int] = []
+    worker = threading.Thread(
+        target=lambda: thread_rows.append(ours.scan(SITE_WINDOW_STATS).num_rows)
+    )
+    worker.start()
+    worker.join()
+    assert thread_rows == [2 * 70]
