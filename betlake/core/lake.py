@@ -230,12 +230,11 @@ class Lake:
         return table
 
     def _write(self, spec: TableSpec, data: pa.Table, **options: object) -> None:
-        table = self.ensure(spec)
         data = data.select(spec.schema.names).cast(spec.schema)
 
-        def write() -> None:
-            table.update_incremental()
-            write_deltalake(table, data, partition_by=list(spec.partition_by) or None, **options)
+        def write() -> None:  # each attempt on the table as it is now (ensure brings it forward)
+            partition_by = list(spec.partition_by) or None
+            write_deltalake(self.ensure(spec), data, partition_by=partition_by, **options)
 
         with_commit_retry(write, spec.name)
 
@@ -272,7 +271,6 @@ class Lake:
 
     def _merge(self, spec: TableSpec, source: pa.Table, build: Callable) -> dict:
         """Merge ``source`` on the partition columns and key, retrying commit conflicts."""
-        table = self.ensure(spec)
         on = [*spec.partition_by, *spec.key]
         predicate = " AND ".join(
             [
@@ -282,8 +280,7 @@ class Lake:
         )
 
         def merge() -> dict:
-            table.update_incremental()
-            merger = table.merge(source, predicate, source_alias="s", target_alias="t")
+            merger = self.ensure(spec).merge(source, predicate, source_alias="s", target_alias="t")
             return build(merger).execute()
 
         return with_commit_retry(merge, spec.name)
