@@ -433,9 +433,14 @@ class Compactor:
     last pass (delta-rs works without the GIL; appends go on meanwhile).
 
     A stream commits a few small files a second; without this, every later open, scan and
-    commit of those tables reads more files than the last one (the soak of stop 15)."""
+    commit of those tables reads more files than the last one (the soak of stop 15).
 
-    def __init__(self, lake: Lake, every_seconds: float = 30.0, target_bytes: int = 64 << 20):
+    Its files are kept small (``target_bytes``): a pass rewrites every file under the target
+    with the new ones, so a large target rewrites a growing file again and again, holding it in
+    memory each time (64 MiB: +300 MiB RSS every pass in the soak). The daily maintenance
+    (:meth:`Lake.maintain`) makes them large."""
+
+    def __init__(self, lake: Lake, every_seconds: float = 30.0, target_bytes: int = 16 << 20):
         self.lake = lake
         self.every_seconds = every_seconds
         self.target_bytes = target_bytes
