@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from betlake.core.contract import TELEMETRY_RAW
+from betlake.core.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, TableSpec
 from betlake.core.kafka import produce
 from betlake.core.lake import Lake
 from betlake.local.generate import TelemetrySpec, generate_telemetry
@@ -82,6 +82,11 @@ def _events(start: datetime, minutes: int, count: int, seed: int, partitions: se
 
 def _bronze_rows(lake: Lake) -> int:
     return lake.scan(TELEMETRY_RAW, columns=["event_id"]).num_rows
+
+
+def _windows(lake: Lake, spec: TableSpec = TELEMETRY_RAW) -> set:
+    """The windows a table has rows of."""
+    return set(lake.scan(spec, columns=["window_start"]).column("window_start").to_pylist())
 
 
 def _wait_for(condition, seconds: float) -> bool:
@@ -167,7 +172,11 @@ def test_a_read_at_an_idle_watermark_is_committed_once(
         job = start_job(settings, drain_when_idle=8, output=log)
         try:
             assert _wait_for(lambda: _bronze_rows(lake) >= len(first), 60), "first not read"
-            time.sleep(2 * settings.idle_timeout_seconds)  # every partition idle: wall clock
+            # every partition idle, at the wall clock: the windows of ``first`` have fired (a
+            # fixed sleep was too short on a loaded machine: a reader had not advanced yet)
+            assert _wait_for(lambda: _windows(lake, SITE_WINDOW_STATS) >= _windows(lake), 60), (
+                f"the windows of the first events never fired; the job's log: {tmp_path}/job.log"
+            )
             for _ in produce(settings, settings.telemetry_topic, then):
                 pass
             job.wait(90)
