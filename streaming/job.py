@@ -60,13 +60,16 @@ def build_stream(
         | "SplitStoredReads"
         >> beam.ParDo(SplitStoredReadFn()).with_outputs(PROGRESS, main="figures")
     )
-    # PublishPanesFn emits nothing: its output PCollection exists for its watermark, which
-    # stays behind every pane not yet in gold and on the topic. Flattened with the progress of
-    # the reads, it holds the commit timers back until what those offsets fed is published.
+    # The panes are published in a stage of their own (Reshuffle: a fusion break, elided on
+    # Prism), so a slow gold commit never holds up the windows' timers. PublishPanesFn emits
+    # nothing: its output PCollection exists for its watermark, which stays behind every pane
+    # not yet in gold and on the topic. Flattened with the progress of the reads, it holds the
+    # commit timers back until what those offsets fed is published.
     panes_published = (
         stored.figures
         | "SiteWindowStats"
         >> SiteWindowStats(Lake.of(settings), Windowing.of(settings), batch=False)
+        | "ApartFromTheTimers" >> beam.Reshuffle()
         | "PublishPanes" >> beam.ParDo(PublishPanesFn(settings))
         | "AfterPanes" >> beam.WindowInto(beam.window.GlobalWindows())
     )

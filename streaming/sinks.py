@@ -9,6 +9,8 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import apache_beam as beam
@@ -22,6 +24,7 @@ from apache_beam.transforms.userstate import (
     TimerSpec,
     on_timer,
 )
+from apache_beam.utils.shared import Shared
 from apache_beam.utils.timestamp import Timestamp
 
 from betlake.core.config import Settings
@@ -74,16 +77,18 @@ class ReplaceGoldRangeFn(beam.DoFn):
 
 class PublishPanesFn(beam.DoFn):
     """Fired panes -> upserted into gold (never over a row counting more events) and published
-    to the ``bet-site-stats`` topic, a bundle at a time; logs one line per fired window. It
-    emits nothing: its output only carries the watermark that holds the offset commits."""
+    to the ``bet-site-stats`` topic, through the worker's one :class:`PaneWriter`, by group
+    commit; a bundle ends once its panes are written. It emits nothing: its output only carries
+    the watermark that holds the offset commits."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.writer_handle = Shared()  # one writer for every bundle of a worker
 
     def setup(self) -> None:
-        self.lake = Lake.of(self.settings)
-        self.producer = producer(self.settings, **RETRY_FOREVER)  # waits out an outage
-        self.tally = Tally("figures")
+        self.writer = self.writer_handle.acquire(
+            lambda: GroupCommit(PaneWriter(self.settings).write)
+        )
 
     def start_bundle(self) -> None:
         self.rows: list[dict] = []
@@ -92,10 +97,65 @@ class PublishPanesFn(beam.DoFn):
         self.rows.append(row)
 
     def finish_bundle(self) -> None:
-        if not self.rows:
-            return
+        if self.rows:
+            self.writer.submit(self.rows)
+
+
+@dataclass
+class _Handover:
+    """One caller's items, waiting to be written."""
+
+    items: list
+    written: bool = False
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """Writes the items of many threads, one batch at a time: a caller hands its items over and
+    waits; the caller that gets to write takes every item handed over so far and writes them in
+    one call of ``write`` (a group commit). A slow write costs the items that queued meanwhile
+    one more write, not one each; and one write at a time keeps the writes in order."""
+
+    def __init__(self, write: Callable[[list], None]) -> None:
+        self.write = write
+        self.writing = threading.Lock()
+        self.queue_lock = threading.Lock()
+        self.queued: list[_Handover] = []
+
+    def submit(self, items: list) -> None:
+        """Return once ``items`` are written; raise what failed the batch they were in."""
+        mine = _Handover(items)
+        with self.queue_lock:
+            self.queued.append(mine)
+        with self.writing:
+            if not mine.written:
+                with self.queue_lock:
+                    batch, self.queued = self.queued, []
+                try:
+                    self.write([item for handover in batch for item in handover.items])
+                except BaseException as error:  # every caller of the batch fails (is retried)
+                    for handover in batch:
+                        handover.error = error
+                finally:
+                    for handover in batch:
+                        handover.written = True
+        if mine.error is not None:
+            raise mine.error
+
+
+class PaneWriter:
+    """Writes panes to gold and the topic: a pane is published only if it moved gold forward,
+    so with one batch at a time (:class:`GroupCommit`) the topic follows gold's order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lake = Lake.of(settings)
+        self.producer = producer(settings, **RETRY_FOREVER)  # waits out an outage
+        self.tally = Tally("figures")
+
+    def write(self, panes: list[dict]) -> None:
         latest: dict[tuple[datetime, str], dict] = {}
-        for row in self.rows:  # a bundle may hold several panes of one window: keep the fullest
+        for row in panes:  # a batch may hold several panes of one window: keep the fullest
             key = (row["window_start"], row["site_id"])
             if key not in latest or row["events"] >= latest[key]["events"]:
                 latest[key] = row
@@ -107,9 +167,9 @@ class PublishPanesFn(beam.DoFn):
             publish(self.producer, self.settings.stats_topic, rows, STOPPING)
             report_gold(self.settings, rows)  # queued for Dagster, reported off this path
         self._log_windows(list(latest.values()))
-        panes = Counter(row["pane"] for row in self.rows)
+        timings = Counter(row["pane"] for row in panes)
         self.tally.add(
-            on_time_panes=panes["ON_TIME"], late_panes=panes["LATE"], published=len(rows)
+            on_time_panes=timings["ON_TIME"], late_panes=timings["LATE"], published=len(rows)
         )
 
     @staticmethod
