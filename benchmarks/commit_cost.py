@@ -62,7 +62,7 @@ def panes(window: int) -> pa.Table:
 
 
 def upsert_panes(lake: Lake, fired: pa.Table) -> None:
-    """As the stream's PublishPanesFn writes gold."""
+    """As the stream's PaneWriter writes gold."""
     rows = lake.rows_to_upsert(SITE_WINDOW_STATS, fired, NEWER_PANE)
     lake.upsert(SITE_WINDOW_STATS, rows, update_when=NEWER_PANE)
 

@@ -68,6 +68,17 @@ def family_rss(pid: int) -> float:
     return rss_mib(pid) + sum(family_rss(kid) for kid in kids)
 
 
+def wait_until_reading(log: Path, job: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until the job has started its pipeline (its log says what it reads) and a few
+    seconds more, for its worker to start the reads."""
+    deadline = time.monotonic() + timeout
+    while "reading kafka" not in log.read_text():
+        if job.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the job did not start reading; its log: {log}")
+        time.sleep(0.5)
+    time.sleep(5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=10_000, help="events a second")
@@ -95,14 +106,21 @@ def main() -> None:
         ]
         producer = producer_process(bootstrap, settings.telemetry_topic, specs, args.rate,
                                    settings.window_seconds,
-                                   settings.max_out_of_orderness_seconds)  # fmt: skip
+                                   settings.max_out_of_orderness_seconds, True)  # fmt: skip
         env = {**os.environ, "BETLAKE_LAKE": settings.lake,
                "BETLAKE_REFERENCE": str(settings.reference), "BETLAKE_KAFKA_BOOTSTRAP": bootstrap,
                "BETLAKE_TELEMETRY_TOPIC": settings.telemetry_topic,
                "BETLAKE_STATS_TOPIC": settings.stats_topic}  # fmt: skip
+        # The job starts once the first span is generated and the producer sends once the job
+        # reads: started before, the job waited longer than the idle timeout on a slow run (over
+        # 30 s), and a partition idle that long follows the wall clock, so the old events that
+        # came next were all too late; started after, it began behind a backlog.
+        producer.wait("ready")
         with open(work / "job.log", "w") as job_log:
             job = subprocess.Popen([sys.executable, "-m", "betlake.cli", "stream"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=job_log)  # fmt: skip
+        wait_until_reading(work / "job.log", job)
+        producer.conn.send("go")
         producer.wait("sending")
         began = time.time()
         rss: list[tuple[float, float, float]] = []  # seconds, job + Prism, job alone
@@ -242,7 +260,7 @@ def report(
     top.plot([s / 60 for s, _, _ in rss], [mib for _, _, mib in rss], label="job")
     top.set_ylabel("RSS (MiB)")
     top.legend(loc="lower right")
-    minutes = sorted(delays)
+    minutes = [minute for minute in sorted(delays) if delays[minute]]
     bottom.plot(minutes, [percentile(delays[m], 0.95) for m in minutes], marker="o")
     bottom.axhline(2, color="red", linestyle="--", linewidth=1)
     bottom.set_ylabel("publish delay p95 (s)")

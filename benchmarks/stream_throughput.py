@@ -118,10 +118,13 @@ def produce_telemetry(
     rate: float | None,
     window_seconds: int,
     bound_seconds: int,
+    hold: bool = False,
 ) -> None:
     """Generate telemetry, then send it (at most ``rate`` messages/s on one clock); runs in its
     own process. Several ``specs`` (consecutive spans of event time) are generated one ahead of
-    the sends, so a long run neither holds it all nor pauses between spans.
+    the sends, so a long run neither holds it all nor pauses between spans. With ``hold``, it
+    says ``("ready", None)`` once the first span is generated and sends nothing until it
+    receives ``"go"``.
 
     Sends ``("sending", {"valid": events})`` on ``conn`` when the first message goes out (the
     valid events of the first spec), then ``("done", figures)``: the messages sent, the valid
@@ -149,6 +152,10 @@ def produce_telemetry(
         last_us = int(valid_times.max())
         if not sent:
             generated_s = time.monotonic() - generating  # the first span's
+            if hold:
+                conn.send(("ready", None))
+                if conn.recv() != "go":
+                    return  # asked to exit
             conn.send(("sending", {"valid": spec_valid}))
             began, began_wall = time.monotonic(), time.time()
         valid += spec_valid
