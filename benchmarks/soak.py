@@ -48,7 +48,6 @@ from betlake.core.config import Settings
 from betlake.core.kafka import ensure_topic
 from betlake.core.lake import Lake
 from betlake.core.processes import restore_default_signals
-from betlake.core.windowing import epoch_us
 from betlake.local import broker
 from betlake.local.generate import TelemetrySpec
 from tests.faults import figure_differences, gold_rows, truth_rows
@@ -136,7 +135,7 @@ def main() -> None:
         )
         figures = read_topic(settings, settings.stats_topic)
         published = first_on_time(figures)
-        fired = first_fired(figures)
+        fired = first_on_time(figures, fired=True)
     finally:
         if job is not None and job.poll() is None:
             job.send_signal(signal.SIGINT)
@@ -189,17 +188,6 @@ def check_figures(
         f"{len(first):,}; LATE figures published: {late}",
         *examples,
     ], equal
-
-
-def first_fired(messages: list[tuple[str, dict | None, float]]) -> dict[int, float]:
-    """Per window start (epoch us), when its first ON_TIME pane fired (its ``computed_at``)."""
-    first: dict[int, float] = {}
-    for _, value, _ in messages:
-        if value is not None and value["pane"] == "ON_TIME":
-            start = epoch_us(datetime.fromisoformat(value["window_start"]))
-            at = datetime.fromisoformat(value["computed_at"]).timestamp()
-            first[start] = min(first.get(start, at), at)
-    return first
 
 
 def report(

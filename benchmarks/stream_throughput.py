@@ -230,13 +230,17 @@ def stream_in_child(conn, settings: Settings) -> None:
     conn.poll(60)  # alive until the parent has read its CPU seconds (Spawned.stop)
 
 
-def first_on_time(messages: list[tuple[str, dict | None, float]]) -> dict[int, float]:
-    """Per window start (epoch us), when its first ON_TIME figure was published."""
+def first_on_time(
+    messages: list[tuple[str, dict | None, float]], fired: bool = False
+) -> dict[int, float]:
+    """Per window start (epoch us), when its first ON_TIME figure was published (with
+    ``fired``: when it fired, its ``computed_at``)."""
     first: dict[int, float] = {}
     for _, value, published in messages:
         if value is not None and value["pane"] == "ON_TIME":
             start = epoch_us(datetime.fromisoformat(value["window_start"]))
-            first[start] = min(first.get(start, published), published)
+            at = datetime.fromisoformat(value["computed_at"]).timestamp() if fired else published
+            first[start] = min(first.get(start, at), at)
     return first
 
 

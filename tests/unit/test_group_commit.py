@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -32,7 +33,7 @@ def test_what_queues_behind_a_slow_write_goes_in_one_write() -> None:
         assert write.writing.wait(10)
         later = [pool.submit(commit.submit, [n, n + 100]) for n in range(1, 8)]
         while len(commit.queued) < 7:  # every later caller has handed its items over
-            threading.Event().wait(0.01)
+            time.sleep(0.01)
         write.let_go.set()
         for done in [first, *later]:
             done.result(10)
@@ -69,7 +70,7 @@ def test_a_waiting_caller_of_a_failed_batch_raises_too() -> None:
         assert write.writing.wait(10)
         second, third = pool.submit(commit.submit, [2]), pool.submit(commit.submit, [3])
         while len(commit.queued) < 2:
-            threading.Event().wait(0.01)
+            time.sleep(0.01)
         write.let_go.set()
         for done in (first, second, third):
             with pytest.raises(OSError, match="commit failed"):
