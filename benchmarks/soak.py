@@ -1,15 +1,16 @@
 """Soak: the streaming job at a steady rate for a long time; its memory and publish delay.
 
 On a Kafka broker it starts on a free 127.0.0.1 port and a temporary lake, a producer process
-sends --rate events/s for --minutes (generated a minute at a time, event time running --speedup
-times the wall clock, so a window closes every 300/speedup s), while ``betlake stream`` runs as
-its own process. Every 5 s the RSS of the job and its Prism runner is sampled; at the end each
-window's publish delay (its first ON_TIME figure on the stats topic minus the moment the
-producer sent the first event that let the watermark pass the window's end) is computed. Prints
-both series per minute, checks them against the targets (RSS within +-10 % of its mean after
-the first 5 minutes, publish delay p95 <= 2 s in every minute) and draws them as a PNG; then
-checks gold against the truth recomputed from bronze, to the cent, and each window's first
-ON_TIME figure against the truth's event count.
+sends --rate events/s for --minutes (generated beforehand, a file a minute, so the producer
+takes little CPU from the job; event time runs --speedup times the wall clock, so a window
+closes every 300/speedup s), while ``betlake stream`` runs as its own process. Every 5 s the RSS
+of the job and its Prism runner is sampled; at the end each window's publish delay (its first
+ON_TIME figure on the stats topic minus the moment the producer sent the first event that let
+the watermark pass the window's end) is computed. Prints both series per minute, checks them
+against the targets (RSS within +-10 % of its mean after the first 5 minutes, publish delay p95
+<= 2 s in every minute) and draws them as a PNG; then checks gold against the truth recomputed
+from bronze, to the cent, and each window's first ON_TIME figure against the truth's event
+count.
 
     .venv/bin/python -m benchmarks.soak [--rate 10000] [--minutes 30] [--speedup 60]
         [--out reports/soak.png]
@@ -43,6 +44,7 @@ from benchmarks.stream_throughput import (
     producer_process,
     rss_mib,
     wait_for_group_coordinator,
+    write_spans,
 )
 from betlake.core.config import Settings
 from betlake.core.kafka import ensure_topic
@@ -103,23 +105,21 @@ def main() -> None:
             TelemetrySpec(int(args.rate * 60), start + chunk * minute, chunk, seed=100 + minute)
             for minute in range(args.minutes)
         ]
-        producer = producer_process(bootstrap, settings.telemetry_topic, specs, args.rate,
-                                   settings.window_seconds,
-                                   settings.max_out_of_orderness_seconds, True)  # fmt: skip
+        spans = write_spans(specs, settings.window_seconds, work / "spans")
         env = {**os.environ, "BETLAKE_LAKE": settings.lake,
                "BETLAKE_REFERENCE": str(settings.reference), "BETLAKE_KAFKA_BOOTSTRAP": bootstrap,
                "BETLAKE_TELEMETRY_TOPIC": settings.telemetry_topic,
                "BETLAKE_STATS_TOPIC": settings.stats_topic}  # fmt: skip
-        # The job starts once the first span is generated and the producer sends once the job
-        # reads: started before, the job waited longer than the idle timeout on a slow run (over
-        # 30 s), and a partition idle that long follows the wall clock, so the old events that
-        # came next were all too late; started after, it began behind a backlog.
-        producer.wait("ready")
+        # The producer starts once the job reads: started before, the job would begin behind a
+        # backlog; and the job must not wait longer than the idle timeout for its first message,
+        # or its partitions would follow the wall clock and the old events to come be too late.
         with open(work / "job.log", "w") as job_log:
             job = subprocess.Popen([sys.executable, "-m", "betlake.cli", "stream"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=job_log)  # fmt: skip
         wait_until_reading(work / "job.log", job)
-        producer.conn.send("go")
+        producer = producer_process(bootstrap, settings.telemetry_topic, spans, args.rate,
+                                    settings.window_seconds,
+                                    settings.max_out_of_orderness_seconds)  # fmt: skip
         producer.wait("sending")
         began = time.time()
         rss: list[tuple[float, float, float]] = []  # seconds, job + Prism, job alone
@@ -129,6 +129,7 @@ def main() -> None:
             producer.process.join(SAMPLE_SECONDS)
         print()
         sent = producer.wait("done", timeout=60)
+        shutil.rmtree(work / "spans")
         # the last windows fire: each partition's watermark passes them once it is idle
         time.sleep(
             settings.idle_timeout_seconds + 2 * (settings.window_seconds + 60) / args.speedup

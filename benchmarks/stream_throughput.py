@@ -32,7 +32,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import queue
 import resource
 import shutil
 import signal
@@ -56,6 +55,7 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from rich.progress import track
 
 from benchmarks.peers import PEERS, run_peer
 from benchmarks.profile import Profile
@@ -110,59 +110,80 @@ def checked_messages(spec: TelemetrySpec, window_seconds: int) -> tuple[list, np
     return messages, times, pc.count_distinct(pa.chunked_array(ids)).as_py()
 
 
+def write_span(spec: TelemetrySpec, window_seconds: int, path: Path) -> Path:
+    """One span of telemetry generated and checked (:func:`checked_messages`), as an Arrow file:
+    each message's key, value and event time (-1: rejected), and the span's distinct valid
+    events in the schema's metadata."""
+    messages, times, valid = checked_messages(spec, window_seconds)
+    keys, lines = zip(*messages, strict=True) if messages else ((), ())
+    table = pa.table(
+        {
+            "key": pa.array([key.encode() for key in keys], pa.binary()),
+            "value": pa.array([line.encode() for line in lines], pa.binary()),
+            "event_us": times,
+        }
+    ).replace_schema_metadata({"valid": str(valid)})
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return path
+
+
+def write_spans(specs: list[TelemetrySpec], window_seconds: int, directory: Path) -> list[Path]:
+    """Every span written (:func:`write_span`) before anything is sent, one process a core: a
+    producer that generated while it sent would take CPU from the job it measures."""
+    directory.mkdir(parents=True, exist_ok=True)
+    jobs = [(spec, window_seconds, directory / f"span-{i:04d}.arrow") for i, spec in
+            enumerate(specs)]  # fmt: skip
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(len(jobs), os.cpu_count() or 1)) as pool:
+        return list(track(pool.imap(_write_span, jobs), "generating telemetry", len(jobs)))
+
+
+def _write_span(job: tuple[TelemetrySpec, int, Path]) -> Path:
+    return write_span(*job)
+
+
 def produce_telemetry(
     conn,
     bootstrap: str,
     topic: str,
-    specs: list[TelemetrySpec],
+    spans: list[Path],
     rate: float | None,
     window_seconds: int,
     bound_seconds: int,
-    hold: bool = False,
 ) -> None:
-    """Generate telemetry, then send it (at most ``rate`` messages/s on one clock); runs in its
-    own process. Several ``specs`` (consecutive spans of event time) are generated one ahead of
-    the sends, so a long run neither holds it all nor pauses between spans. With ``hold``, it
-    says ``("ready", None)`` once the first span is generated and sends nothing until it
-    receives ``"go"``.
+    """Send written spans (:func:`write_spans`, consecutive spans of event time), at most
+    ``rate`` messages/s on one clock; runs in its own process.
 
     Sends ``("sending", {"valid": events})`` on ``conn`` when the first message goes out (the
-    valid events of the first spec), then ``("done", figures)``: the messages sent, the valid
+    valid events of the first span), then ``("done", figures)``: the messages sent, the valid
     events, the send interval, and per window start (epoch us) the wall time the first valid
     message with an event time >= window end + ``bound_seconds`` was handed to the producer,
     the earliest moment the job's watermark could pass that window's end.
     """
     out = producer(Settings(kafka_bootstrap=bootstrap))
     window_us, bound_us = window_seconds * 1_000_000, bound_seconds * 1_000_000
-    next_window = epoch_us(specs[0].start) // window_us * window_us
-    next_threshold = next_window + window_us + bound_us
     first_sent: dict[int, float] = {}
     sent = valid = 0
-    first_us = last_us = None
-    generating = time.monotonic()
-    ahead: queue.Queue = queue.Queue(maxsize=1)  # the next spec, generated while this one sends
-    threading.Thread(
-        target=lambda: [ahead.put(checked_messages(spec, window_seconds)) for spec in specs],
-        daemon=True,
-    ).start()
-    for _ in specs:
-        messages, times, spec_valid = ahead.get()
+    first_us = last_us = next_window = next_threshold = None
+    for path in spans:
+        table = pa.ipc.open_file(str(path)).read_all()
+        span_valid = int(table.schema.metadata[b"valid"])
+        times = table.column("event_us").to_numpy()
         valid_times = times[times >= 0]
-        first_us = int(valid_times.min()) if first_us is None else first_us
-        last_us = int(valid_times.max())
-        if not sent:
-            generated_s = time.monotonic() - generating  # the first span's
-            if hold:
-                conn.send(("ready", None))
-                if conn.recv() != "go":
-                    return  # asked to exit
-            conn.send(("sending", {"valid": spec_valid}))
+        if first_us is None:
+            first_us = int(valid_times.min())
+            next_window = first_us // window_us * window_us
+            next_threshold = next_window + window_us + bound_us
+            conn.send(("sending", {"valid": span_valid}))
             began, began_wall = time.monotonic(), time.time()
-        valid += spec_valid
-        for (key, line), us in zip(messages, times.tolist(), strict=True):
+        last_us = int(valid_times.max())
+        valid += span_valid
+        keys, values = table.column("key").to_pylist(), table.column("value").to_pylist()
+        for key, value, us in zip(keys, values, times.tolist(), strict=True):
             while True:
                 try:
-                    out.produce(topic, value=line.encode(), key=key.encode())
+                    out.produce(topic, value=value, key=key)
                     break
                 except BufferError:
                     out.poll(0.05)
@@ -179,9 +200,8 @@ def produce_telemetry(
     if out.flush(120):
         raise RuntimeError(f"{len(out)} messages were not delivered to {topic}")
     conn.send(("done", {
-        "messages": sent, "valid": valid, "generated_s": generated_s,
-        "began": began_wall, "ended": time.time(), "first_sent": first_sent,
-        "first_us": first_us, "last_us": last_us,
+        "messages": sent, "valid": valid, "began": began_wall, "ended": time.time(),
+        "first_sent": first_sent, "first_us": first_us, "last_us": last_us,
     }))  # fmt: skip
 
 
@@ -690,7 +710,10 @@ def main() -> None:
 
         # 1. the backlog
         spec = TelemetrySpec(args.events, start, timedelta(seconds=span), seed=11)
-        producers.append(producer_process(bootstrap, settings.telemetry_topic, [spec], None,
+        generating = time.monotonic()
+        spans = write_spans([spec], window_s, work / "backlog")
+        generated_s = time.monotonic() - generating
+        producers.append(producer_process(bootstrap, settings.telemetry_topic, spans, None,
                                          window_s, bound))  # fmt: skip
         producers[-1].wait("sending")
         sent = producers[-1].wait("done")
@@ -701,7 +724,7 @@ def main() -> None:
         print(f"backlog: {n:,} valid events (asked {args.events:,}; {sent['messages']:,} "
               f"messages with duplicates and malformed ones) over "
               f"{(sent['last_us'] - sent['first_us']) / 3.6e9:.1f} h of event time ({windows} "
-              f"windows), generated and checked in {sent['generated_s']:.1f}s, then produced in "
+              f"windows), generated and checked in {generated_s:.1f}s, then produced in "
               f"{produced_s:.1f}s ({sent['messages'] / produced_s:,.0f} msg/s) before any job "
               f"started")  # fmt: skip
 
@@ -764,9 +787,10 @@ def main() -> None:
         live_spec = TelemetrySpec(
             int(args.rate * args.rate_seconds), live_start, timedelta(seconds=live_span), seed=12
         )
-        producers.append(producer_process(bootstrap, live.telemetry_topic, [live_spec], args.rate,
+        live_spans = write_spans([live_spec], window_s, work / "live")
+        producers.append(producer_process(bootstrap, live.telemetry_topic, live_spans, args.rate,
                                          window_s, bound))  # fmt: skip
-        live_valid = producers[-1].wait("sending")["valid"]  # generated, checked, now sending
+        live_valid = producers[-1].wait("sending")["valid"]
         time.sleep(1)  # a first second of events is there when the job's readers start
         live_job = Spawned(stream_in_child, live)
         live_job_start = live_job.wait("started", timeout=120)
