@@ -4,13 +4,13 @@ On a Kafka broker it starts on a free 127.0.0.1 port and a temporary lake, a pro
 sends --rate events/s for --minutes (generated beforehand, a file a minute, so the producer
 takes little CPU from the job; event time runs --speedup times the wall clock, so a window
 closes every 300/speedup s), while ``betlake stream`` runs as its own process. Every 5 s the RSS
-of the job and its Prism runner is sampled; at the end each window's publish delay (its first
-ON_TIME figure on the stats topic minus the moment the producer sent the first event that let
-the watermark pass the window's end) is computed. Prints both series per minute, checks them
-against the targets (RSS within +-10 % of its mean after the first 5 minutes, publish delay p95
-<= 2 s in every minute) and draws them as a PNG; then checks gold against the truth recomputed
-from bronze, to the cent, and each window's first ON_TIME figure against the truth's event
-count.
+and CPU seconds of the job and its Prism runner are sampled; at the end each window's publish
+delay (its first ON_TIME figure on the stats topic minus the moment the producer sent the first
+event that let the watermark pass the window's end) is computed. Prints the series per minute
+(and the CPU cores used, the steadier figure on a shared machine), checks them against the
+targets (RSS within +-10 % of its mean after the first 5 minutes, publish delay p95 <= 2 s in
+every minute) and draws them as a PNG; then checks gold against the truth recomputed from
+bronze, to the cent, and each window's first ON_TIME figure against the truth's event count.
 
     .venv/bin/python -m benchmarks.soak [--rate 10000] [--minutes 30] [--speedup 60]
         [--out reports/soak.png]
@@ -28,8 +28,10 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -38,6 +40,7 @@ import matplotlib.pyplot as plt
 
 from benchmarks.reprocess_day import machine
 from benchmarks.stream_throughput import (
+    cpu_seconds,
     first_on_time,
     lake_settings,
     percentile,
@@ -59,14 +62,35 @@ SAMPLE_SECONDS = 5
 WARM_UP_MINUTES = 5
 
 
-def family_rss(pid: int) -> float:
-    """RSS in MiB of a process and its children (the job and its Prism runner)."""
+class Sample(NamedTuple):
+    """One look at the job: seconds since sending began, RSS (MiB) of the job and its Prism
+    runner, of the job alone, and the CPU seconds both have used so far."""
+
+    seconds: float
+    rss: float
+    job_rss: float
+    cpu: float
+
+
+def family(pid: int, measure: Callable[[int], float]) -> float:
+    """``measure`` summed over a process and its descendants (the job and its Prism runner)."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
     try:
         kids = [int(p) for p in children.read_text().split()]
     except OSError:
         kids = []
-    return rss_mib(pid) + sum(family_rss(kid) for kid in kids)
+    return measure(pid) + sum(family(kid, measure) for kid in kids)
+
+
+def sample(pid: int, began: float) -> Sample:
+    return Sample(time.time() - began, family(pid, rss_mib), rss_mib(pid), family(pid, cpu_seconds))
+
+
+def cores(samples: list[Sample]) -> float:
+    """CPU cores used on average between the first and the last of ``samples``."""
+    if len(samples) < 2 or samples[-1].seconds == samples[0].seconds:
+        return float("nan")
+    return (samples[-1].cpu - samples[0].cpu) / (samples[-1].seconds - samples[0].seconds)
 
 
 def wait_until_reading(log: Path, job: subprocess.Popen, timeout: float = 120) -> None:
@@ -122,10 +146,11 @@ def main() -> None:
                                     settings.max_out_of_orderness_seconds)  # fmt: skip
         producer.wait("sending")
         began = time.time()
-        rss: list[tuple[float, float, float]] = []  # seconds, job + Prism, job alone
+        samples: list[Sample] = []
         while producer.process.is_alive() and job.poll() is None:
-            rss.append((time.time() - began, family_rss(job.pid), rss_mib(job.pid)))
-            print(f"\r{rss[-1][0] / 60:5.1f} min  RSS {rss[-1][1]:,.0f} MiB", end="", flush=True)
+            samples.append(sample(job.pid, began))
+            print(f"\r{samples[-1].seconds / 60:5.1f} min  RSS {samples[-1].rss:,.0f} MiB",
+                  end="", flush=True)  # fmt: skip
             producer.process.join(SAMPLE_SECONDS)
         print()
         sent = producer.wait("done", timeout=60)
@@ -148,7 +173,7 @@ def main() -> None:
         print(f"the job failed (exit {job.returncode}); its log: {work / 'job.log'}")
         return
     checks, equal = check_figures(settings, figures)
-    report(args, sent, rss, published, fired, began)
+    report(args, sent, samples, published, fired, began)
     print("\n".join(checks))
     if equal:
         shutil.rmtree(work, ignore_errors=True)
@@ -194,7 +219,7 @@ def check_figures(
 def report(
     args,
     sent: dict,
-    rss: list[tuple[float, float, float]],
+    samples: list[Sample],
     published: dict,
     fired: dict,
     began: float,
@@ -213,28 +238,30 @@ def report(
             lines.append(f"{window},{at - began:.3f},{fired[window] - began:.3f},"
                          f"{done - began:.3f},{done - at:.3f}")  # fmt: skip
     early = sum(d < 0 for ds in delays.values() for d in ds)
-    memory: dict[int, list[float]] = defaultdict(list)
-    job_memory: dict[int, list[float]] = defaultdict(list)
-    for second, mib, job_mib in rss:
-        memory[int(second // 60)].append(mib)
-        job_memory[int(second // 60)].append(job_mib)
+    by_minute: dict[int, list[Sample]] = defaultdict(list)
+    for taken in samples:
+        by_minute[int(taken.seconds // 60)].append(taken)
     rate = sent["messages"] / (sent["ended"] - sent["began"])
     windows = sum(map(len, delays.values()))
     print(f"{sent['messages']:,} messages at {rate:,.0f}/s (asked {args.rate:,.0f}) for "
-          f"{args.minutes} min; {windows} windows published ON_TIME")  # fmt: skip
+          f"{args.minutes} min; {windows} windows published ON_TIME; the job and Prism used "
+          f"{cores(samples):.2f} CPU cores, {cores(samples) / rate * 1e6:.0f} us per "
+          f"message")  # fmt: skip
     if early:
         print(f"{early} windows published before the event that closes them was sent: the "
               f"watermark ran ahead of the events (see the CSV)")  # fmt: skip
-    print("minute  RSS MiB (median)  of which the job  windows  publish delay p95 s  "
+    print("minute  RSS MiB (median)  of which the job  CPU cores  windows  publish delay p95 s  "
           "of which to fire")  # fmt: skip
     for minute in range(args.minutes):
-        mib = statistics.median(memory[minute]) if memory[minute] else float("nan")
-        job_mib = statistics.median(job_memory[minute]) if job_memory[minute] else float("nan")
+        taken = by_minute[minute]
+        mib = statistics.median(t.rss for t in taken) if taken else float("nan")
+        job_mib = statistics.median(t.job_rss for t in taken) if taken else float("nan")
         p95 = percentile(delays[minute], 0.95) if delays[minute] else float("nan")
         fire95 = percentile(to_fire[minute], 0.95) if to_fire[minute] else float("nan")
-        print(f"{minute:6d}  {mib:16,.0f}  {job_mib:16,.0f}  {len(delays[minute]):7d}  "
+        print(f"{minute:6d}  {mib:16,.0f}  {job_mib:16,.0f}  {cores(taken):9.2f}  "
+              f"{len(delays[minute]):7d}  "
               f"{p95:19.2f}  {fire95:16.2f}")  # fmt: skip
-    steady = [mib for second, mib, _ in rss if second >= WARM_UP_MINUTES * 60]
+    steady = [t.rss for t in samples if t.seconds >= WARM_UP_MINUTES * 60]
     if steady:
         mean = statistics.mean(steady)
         spread = max(abs(min(steady) / mean - 1), abs(max(steady) / mean - 1))
@@ -245,8 +272,8 @@ def report(
     print(f"publish delay p95, worst minute: {worst:.2f}s (target 2 s): "
           f"{'met' if worst <= 2 else 'NOT met'}")  # fmt: skip
     figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
-    top.plot([s / 60 for s, _, _ in rss], [mib for _, mib, _ in rss], label="job + Prism")
-    top.plot([s / 60 for s, _, _ in rss], [mib for _, _, mib in rss], label="job")
+    top.plot([t.seconds / 60 for t in samples], [t.rss for t in samples], label="job + Prism")
+    top.plot([t.seconds / 60 for t in samples], [t.job_rss for t in samples], label="job")
     top.set_ylabel("RSS (MiB)")
     top.legend(loc="lower right")
     minutes = [minute for minute in sorted(delays) if delays[minute]]
