@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
@@ -72,18 +71,20 @@ class Sample(NamedTuple):
     cpu: float
 
 
-def family(pid: int, measure: Callable[[int], float]) -> float:
-    """``measure`` summed over a process and its descendants (the job and its Prism runner)."""
+def family(pid: int) -> list[int]:
+    """A process and its descendants (the job and its Prism runner)."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
     try:
         kids = [int(p) for p in children.read_text().split()]
     except OSError:
         kids = []
-    return measure(pid) + sum(family(kid, measure) for kid in kids)
+    return [pid, *(member for kid in kids for member in family(kid))]
 
 
 def sample(pid: int, began: float) -> Sample:
-    return Sample(time.time() - began, family(pid, rss_mib), rss_mib(pid), family(pid, cpu_seconds))
+    pids = family(pid)
+    return Sample(time.time() - began, sum(map(rss_mib, pids)), rss_mib(pid),
+                  sum(map(cpu_seconds, pids)))  # fmt: skip
 
 
 def cores(samples: list[Sample]) -> float:
@@ -154,7 +155,6 @@ def main() -> None:
             producer.process.join(SAMPLE_SECONDS)
         print()
         sent = producer.wait("done", timeout=60)
-        shutil.rmtree(work / "spans")
         # the last windows fire: each partition's watermark passes them once it is idle
         time.sleep(
             settings.idle_timeout_seconds + 2 * (settings.window_seconds + 60) / args.speedup
@@ -168,6 +168,7 @@ def main() -> None:
             job.wait(60)
         if producer is not None:
             producer.stop()
+        shutil.rmtree(work / "spans", ignore_errors=True)  # GBs in a long run, whatever happened
         broker.stop(home=work / "kafka")
     if job.returncode not in (0, -signal.SIGINT):
         print(f"the job failed (exit {job.returncode}); its log: {work / 'job.log'}")
