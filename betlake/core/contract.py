@@ -485,7 +485,6 @@ _ARROW_TIME = (
     r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 _PLAIN_AMOUNT = r'^(\d{1,16}(\.\d{1,2})?|"\d{1,16}(\.\d{1,2})?")$'
-_PLAIN_ID_CONTROL = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"
 _VALUE_TYPES = {
     "event_id": pa.string(),
     "event_type": pa.string(),
@@ -502,20 +501,17 @@ _VALUE_TYPES = {
 def _plain_events(payloads: list[bytes], latest_us: int) -> tuple[np.ndarray, dict[str, pa.Array]]:
     """The plain messages of a batch, checked together: their indexes and bronze values.
 
-    Plain: UTF-8 with no escape (so no lone surrogate, no escaped control character), not deeply
-    nested, every field of the JSON type the contract wants, and every rule of :func:`_event`
-    passed (checked with Arrow kernels). The values are those :func:`_event` would give: for a time,
-    the same parse; for an amount, digits that are exact cents. Whatever is not plain, valid
+    Plain: UTF-8 with no escape (so no lone surrogate, no escaped control character) and no
+    DEL or C1 character (so no control character at all), not deeply nested, every field of the
+    JSON type the contract wants, and every rule of :func:`_event` passed (checked with Arrow
+    kernels). The values are those :func:`_event` would give: for a time, the same parse; for
+    an amount, digits that are exact cents. Whatever is not plain, valid
     or not, is left to :func:`_event`.
     """
+    binary = _binary(payloads)
     index, events = [], []
-    for position, data in enumerate(payloads):
-        if (
-            len(data) > MAX_MESSAGE_BYTES
-            or b"\\" in data
-            or data.count(b"[") + data.count(b"{") > MAX_DEPTH
-        ):
-            continue
+    for position in _candidates(binary).tolist():
+        data = payloads[position]
         try:
             if not data.isascii():
                 data.decode()  # msgspec does not check what it skips (keys of other fields)
@@ -536,10 +532,7 @@ def _plain_events(payloads: list[bytes], latest_us: int) -> tuple[np.ndarray, di
     event_type = strings("event_type")
     ok = pc.is_in(event_type, value_set=pa.array(EVENT_TYPES))
     for name, column in ids.items():
-        fits = pc.and_(
-            pc.less_equal(pc.utf8_length(column), MAX_ID_CHARS),
-            pc.invert(pc.match_substring_regex(column, _PLAIN_ID_CONTROL)),
-        )
+        fits = pc.less_equal(pc.utf8_length(column), MAX_ID_CHARS)
         ok = pc.and_(ok, pc.fill_null(fits, True) if name == "bet_id" else fits)
         if name != "bet_id":
             ok = pc.and_(ok, pc.greater(pc.binary_length(column), 0))
@@ -566,9 +559,33 @@ def _plain_events(payloads: list[bytes], latest_us: int) -> tuple[np.ndarray, di
         "amount": amount.cast(MONEY),
         "currency": pc.if_else(pc.equal(currency, ""), None, currency),
         "bet_id": bet_id.filter(ok),
-        "payload": _binary(payloads).take(plain).cast(pa.string()),
+        "payload": binary.take(plain).cast(pa.string()),
     }
     return plain, values
+
+
+def _candidates(binary: pa.Array) -> np.ndarray:
+    """Indexes of the messages the batch path may take, found over all their bytes at once:
+    at most :data:`MAX_MESSAGE_BYTES`, at most :data:`MAX_DEPTH` opening brackets, no backslash
+    (so no escape), and no DEL or C1 control character (the other control characters JSON only
+    allows escaped)."""
+    offsets = np.frombuffer(binary.buffers()[1], np.int64, len(binary) + 1)
+    data = np.frombuffer(binary.buffers()[2], np.uint8, offsets[-1])
+
+    def per_message(positions: np.ndarray) -> np.ndarray:
+        """How many of the byte ``positions`` each message holds."""
+        owner = np.searchsorted(offsets, positions, side="right") - 1
+        return np.bincount(owner, minlength=len(binary))
+
+    opening = np.flatnonzero((data == ord("[")) | (data == ord("{")))
+    lead = np.flatnonzero(data[:-1] == 0xC2)  # U+0080-U+009F: C2 80 to C2 9F
+    c1 = lead[data[lead + 1] <= 0x9F]  # (the rest of a C2 80-BF; not UTF-8: not plain anyway)
+    refused = np.concatenate([np.flatnonzero((data == ord("\\")) | (data == 0x7F)), c1])
+    return np.flatnonzero(
+        (np.diff(offsets) <= MAX_MESSAGE_BYTES)
+        & (per_message(opening) <= MAX_DEPTH)
+        & (per_message(refused) == 0)
+    )
 
 
 def _binary(values: Sequence[bytes | msgspec.Raw]) -> pa.Array:
