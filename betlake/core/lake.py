@@ -496,17 +496,15 @@ class KeyIndex:
         self.loaded: set[tuple] = set()  # partition values whose stored keys are in ``keys``
         self.keys: set[str] = set()
 
-    def unseen(self, data: pa.Table) -> pa.Table:
-        """The first row of each key in ``data`` that the table does not hold yet."""
-        data = first_per_key(data, self.spec.key)
+    def claim_new(self, data: pa.Table) -> pa.Table:
+        """The first row of each key in ``data`` that the table does not hold yet; from now on
+        their keys count as held (the caller writes these rows)."""
         self._load(data)
-        keys = self.keys
-        fresh = [key not in keys for key in _key_strings(data, self.spec.key).to_pylist()]
+        held, fresh = self.keys, []
+        for key in _key_strings(data, self.spec.key).to_pylist():
+            fresh.append(key not in held)
+            held.add(key)
         return data.filter(pa.array(fresh, pa.bool_()))
-
-    def add(self, data: pa.Table) -> None:
-        """Note rows written to the table."""
-        self.keys.update(_key_strings(data, self.spec.key).to_pylist())
 
     def _load(self, data: pa.Table) -> None:
         """Read the stored keys of the partitions of ``data`` not read yet."""
@@ -522,7 +520,8 @@ class KeyIndex:
         for i, column in enumerate(partitions):
             clause = ds.field(column).isin(pa.array([row[i] for row in missing]))
             where = clause if where is None else where & clause
-        self.add(self.lake.scan(self.spec, list(self.spec.key), where))
+        stored = self.lake.scan(self.spec, list(self.spec.key), where)
+        self.keys.update(_key_strings(stored, self.spec.key).to_pylist())
         self.loaded.update(missing)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rich.progress import Progress
 
 from betlake.core import ingest
 
@@ -21,16 +20,26 @@ def test_blocks_hold_whole_lines(tmp_path: Path, monkeypatch, chunk_bytes, last_
     path = tmp_path / "t.jsonl"
     path.write_bytes(content)
     monkeypatch.setattr(ingest, "CHUNK_BYTES", chunk_bytes)
-    with Progress(disable=True) as progress:
-        blocks = list(ingest._chunks(path, progress))
-    assert b"".join(block for _, block in blocks) == content
+    chunks = list(ingest._chunks(path))
+    blocks = [content[start:end] for _, start, end in chunks]
+    assert b"".join(blocks) == content
     line = 1
-    for first, block in blocks:
+    for (first, _, _), block in zip(chunks, blocks, strict=True):
         assert first == line
-        assert block.endswith(b"\n") or block is blocks[-1][1]
+        assert block.endswith(b"\n") or block is blocks[-1]
         line += block.count(b"\n")
     origins = []
-    for first, block in blocks:
-        rejected = ingest._validate_chunk("file:t", first, block, 300, 300).rejected
+    for first, start, end in chunks:
+        events, rejected = ingest._validate_chunk(
+            "file:t", first, path, start, end, 300, 300, str(tmp_path)
+        )
+        assert ingest._unspooled(events).num_rows == 0
         origins += rejected.column("origin").to_pylist()
+    assert not list(tmp_path.glob("*.arrow"))
     assert origins == [f"file:t:{n}" for n, line in enumerate(LINES, 1) if line.rstrip(b"\r")]
+
+
+def test_an_empty_file_has_no_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(b"")
+    assert list(ingest._chunks(path)) == []
