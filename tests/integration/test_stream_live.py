@@ -35,6 +35,7 @@ DEFAULTS = {  # the contract's: 5-minute windows, 15 minutes of lateness, 30 s o
     "BETLAKE_MAX_OUT_OF_ORDERNESS_SECONDS": "30",
     "BETLAKE_IDLE_TIMEOUT_SECONDS": "30",
 }
+DRAIN_QUIET_SECONDS = 20  # longer than a loaded job takes to fire its first windows
 
 
 def test_each_window_counts_the_read_that_closes_it(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -158,7 +159,11 @@ def test_a_read_at_an_idle_watermark_is_committed_once(
     """Once its partitions are idle, the watermark is the wall clock, to the microsecond, and a
     read's offsets may be committed from that time on; timers fire at the millisecond below
     it. The commit timer must still fire once: before, it fired again and again at the same
-    offset (thousands of commits a minute) and a drained run never ended."""
+    offset (thousands of commits a minute) and a drained run never ended.
+
+    The drain waits for the topic to be quiet longer than the first windows take to fire on a
+    loaded machine: with 8 s, under two test processes, half the partitions drained before the
+    later events came, and those stayed unread (rightly: a drained run reads no further)."""
     settings = fault_settings(str(tmp_path / "lake"), kafka_bootstrap, "idle",
                               **{**DEFAULTS, "BETLAKE_IDLE_TIMEOUT_SECONDS": "2"})  # fmt: skip
     prepare(settings)
@@ -169,7 +174,7 @@ def test_a_read_at_an_idle_watermark_is_committed_once(
     for _ in produce(settings, settings.telemetry_topic, first):
         pass
     with open(tmp_path / "job.log", "w") as log:
-        job = start_job(settings, drain_when_idle=8, output=log)
+        job = start_job(settings, drain_when_idle=DRAIN_QUIET_SECONDS, output=log)
         try:
             assert _wait_for(lambda: _bronze_rows(lake) >= len(first), 60), "first not read"
             # every partition idle, at the wall clock: the windows of ``first`` have fired (a
@@ -185,5 +190,8 @@ def test_a_read_at_an_idle_watermark_is_committed_once(
         finally:
             kill_group(job, signal.SIGKILL)
     assert job.returncode == 0, (tmp_path / "job.log").read_text()[-2000:]
+    assert _bronze_rows(lake) == len(first) + len(then), (
+        f"the job drained before the later events came; its log: {tmp_path / 'job.log'}"
+    )
     late = lake.scan(TELEMETRY_RAW, columns=["arrived_late"]).column("arrived_late")
     assert late.to_pylist().count(True) == len(then), "the later reads were not at the wall clock"
