@@ -7,4 +7,6 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports  # the floors of pyproject.toml [tool.importlinter]: no upward import
-.venv/bin/python -m pytest "$@"
+# Two test processes (each with its own broker and servers): the stream's fault and live tests
+# spend minutes waiting on paced producers and drains, so the other tests run beside them.
+.venv/bin/python -m pytest --numprocesses 2 --dist worksteal "$@"
