@@ -279,10 +279,10 @@ class BronzeCounter(threading.Thread):
         self.rows = 0
 
     def count(self) -> int:
-        table = self.lake.open(TELEMETRY_RAW.name)
-        if table is None:
-            return 0
-        actions = pa.table(table.get_add_actions(flatten=True))
+        with self.lake.held(TELEMETRY_RAW.name) as table:
+            if table is None:
+                return 0
+            actions = pa.table(table.get_add_actions(flatten=True))
         return int(pc.sum(actions.column("num_records")).as_py() or 0) if len(actions) else 0
 
     def run(self) -> None:

@@ -212,7 +212,8 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.drain_when_idle = drain_when_idle
-        self.ledger_handle = Shared()  # one ledger for every reader of a worker
+        self.lake_handle = Shared()  # one lake for every reader of a worker (see Lake.held)
+        self.ledger_handle = Shared()  # one ledger
         self.compactor_handle = Shared()  # and one compactor of the tables they append to
 
     def initial_restriction(self, partition: int) -> OffsetRange:
@@ -249,13 +250,13 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
 
     def _open_stores(self) -> None:
         """What a reader stores through: the worker's ledger and compactor, the lake, a tally."""
+        self._lake = self.lake_handle.acquire(lambda: Lake.of(self.settings))
         self._ledger = self.ledger_handle.acquire(self._new_ledger)
-        self._lake = Lake.of(self.settings)
         self._compactor = self.compactor_handle.acquire(lambda: Compactor(Lake.of(self.settings)))
         self._tally = Tally("telemetry")
 
     def _new_ledger(self) -> EventLedger:
-        lake = Lake.of(self.settings)
+        lake = self._lake
 
         def bronze(starts: list[int]) -> pa.Table:
             window_start = pa.array(starts, pa.int64()).cast(TELEMETRY_RAW.schema.field(

@@ -17,7 +17,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -165,6 +166,15 @@ def storage_options(settings: Settings) -> dict[str, str] | None:
     return {key: value for key, value in options.items() if value is not None}
 
 
+class _Held:
+    """A lake's one object of a table, the lock its users take, and the version it was opened at."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.table: DeltaTable | None = None
+        self.opened_at = 0
+
+
 class Lake:
     """The Delta tables under one root: a local folder or a ``s3://``, ``gs://`` or ``hdfs://``
     URI (see :meth:`of`)."""
@@ -172,13 +182,14 @@ class Lake:
     def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
         self.root = root.rstrip("/")
         self.storage_options = storage_options
-        self._threads = threading.local()  # each thread's opened tables (see open)
+        self._held: dict[str, _Held] = {}  # the tables this lake has opened (see held)
+        self._held_lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_threads": None}  # a lake sent to a worker opens afresh
+        return {"root": self.root, "storage_options": self.storage_options}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _threads=threading.local())
+        self.__init__(**state)  # a lake sent to a worker opens afresh
 
     @classmethod
     def of(cls, settings: Settings) -> Lake:
@@ -189,52 +200,62 @@ class Lake:
         return f"{self.root}/{name}"
 
     def open(self, name: str) -> DeltaTable | None:
-        """The table at its latest version, or None if it has not been created yet.
-
-        A thread keeps the tables it opens (a table object is not to be shared between
-        threads) and brings them up to date from the log entries added since, rather than
-        reading the log again; but only for :data:`_KEPT_VERSIONS`: a table object replays
-        every entry since it was opened, not from the latest checkpoint.
-        """
-        opened = self._opened()
-        if name in opened:
-            table, first = opened[name]
-            table.update_incremental()
-            if table.version() - first < _KEPT_VERSIONS:
-                return table
+        """A table object of the caller's own, at the latest version; None if the table has
+        not been created yet."""
         try:
-            table = DeltaTable(self.uri(name), storage_options=self.storage_options)
+            return DeltaTable(self.uri(name), storage_options=self.storage_options)
         except TableNotFoundError:
             return None
-        opened[name] = table, table.version()
-        return table
 
-    def _opened(self) -> dict[str, tuple[DeltaTable, int]]:
-        """This thread's opened tables, by name, with the version each was opened at."""
-        if not hasattr(self._threads, "tables"):
-            self._threads.tables = {}
-        return self._threads.tables
+    @contextmanager
+    def held(self, name: str, create: TableSpec | None = None) -> Iterator[DeltaTable | None]:
+        """The lake's object of the table, at its latest version, for this thread alone while
+        the block runs (a table object is not to be used by two threads at once); None if the
+        table has not been created yet, unless ``create`` (its spec) creates it empty.
 
-    def ensure(self, spec: TableSpec) -> DeltaTable:
-        """Open the table, creating it empty with the contract's schema if it is missing."""
-        table = self.open(spec.name)
-        if table is None:
-            DeltaTable.create(
-                self.uri(spec.name),
-                spec.schema,
-                partition_by=list(spec.partition_by) or None,
-                mode="ignore",
-                storage_options=self.storage_options,
-            )
-            table = self.open(spec.name)
-        return table
+        One object per table serves every thread of a writer: it is brought forward from the
+        log entries added since its last use, once for all of them, instead of once per thread
+        (the soak's readers spent half their time replaying the log). After
+        :data:`_KEPT_VERSIONS` it is opened afresh: an object replays every entry since it was
+        opened, not from the latest checkpoint.
+        """
+        with self._held_lock:
+            held = self._held.setdefault(name, _Held())
+        with held.lock:
+            if held.table is not None:
+                held.table.update_incremental()
+                if held.table.version() - held.opened_at >= _KEPT_VERSIONS:
+                    held.table = None
+            if held.table is None and create is not None:
+                DeltaTable.create(
+                    self.uri(name),
+                    create.schema,
+                    partition_by=list(create.partition_by) or None,
+                    mode="ignore",
+                    storage_options=self.storage_options,
+                )
+            if held.table is None:
+                held.table = self.open(name)
+                held.opened_at = -1 if held.table is None else held.table.version()
+            yield held.table
+
+    def version(self, name: str) -> int:
+        """The table's latest version; -1 if it has not been created yet."""
+        with self.held(name) as table:
+            return -1 if table is None else table.version()
+
+    def ensure(self, spec: TableSpec) -> None:
+        """Create the table empty with the contract's schema if it is missing."""
+        with self.held(spec.name, create=spec):
+            pass
 
     def _write(self, spec: TableSpec, data: pa.Table, **options: object) -> None:
         data = data.select(spec.schema.names).cast(spec.schema)
 
-        def write() -> None:  # each attempt on the table as it is now (ensure brings it forward)
+        def write() -> None:  # each attempt on the table as it is now (held brings it forward)
             partition_by = list(spec.partition_by) or None
-            write_deltalake(self.ensure(spec), data, partition_by=partition_by, **options)
+            with self.held(spec.name, create=spec) as table:
+                write_deltalake(table, data, partition_by=partition_by, **options)
 
         with_commit_retry(write, spec.name)
 
@@ -252,8 +273,8 @@ class Lake:
     def progress(self, spec: TableSpec, writer: str) -> int | None:
         """How far ``writer`` has written to the table, by its last :meth:`append` (Delta's
         transaction identifiers: read from the log, not the data), or None."""
-        table = self.open(spec.name)
-        return None if table is None else table.transaction_version(writer)
+        with self.held(spec.name) as table:
+            return None if table is None else table.transaction_version(writer)
 
     def overwrite(self, spec: TableSpec, data: pa.Table) -> None:
         """Replace the whole table in one commit (reference loads)."""
@@ -280,8 +301,9 @@ class Lake:
         )
 
         def merge() -> dict:
-            merger = self.ensure(spec).merge(source, predicate, source_alias="s", target_alias="t")
-            return build(merger).execute()
+            with self.held(spec.name, create=spec) as table:
+                merger = table.merge(source, predicate, source_alias="s", target_alias="t")
+                return build(merger).execute()
 
         return with_commit_retry(merge, spec.name)
 
@@ -368,10 +390,10 @@ class Lake:
         Keep string columns out of ``where`` and filter them after reading: delta-rs writes
         them as string views, which pyarrow 25 cannot compare with the statistics.
         """
-        table = self.open(spec.name)
-        if table is None:
-            return spec.schema.empty_table().select(list(columns or spec.schema.names))
-        dataset = table.to_pyarrow_dataset(file_pruning_predicate=files or None)
+        with self.held(spec.name) as table:
+            if table is None:
+                return spec.schema.empty_table().select(list(columns or spec.schema.names))
+            dataset = table.to_pyarrow_dataset(file_pruning_predicate=files or None)
         return dataset.to_table(columns=list(columns) if columns else None, filter=where)
 
     def scan_range(
@@ -393,9 +415,9 @@ class Lake:
         """A DuckDB connection where every existing lake table is a view by its name."""
         con = duckdb.connect()
         for name in TABLES:
-            table = self.open(name)
-            if table is not None:
-                con.register(name, table.to_pyarrow_dataset())
+            with self.held(name) as table:
+                if table is not None:
+                    con.register(name, table.to_pyarrow_dataset())
         return con
 
     def compact(self, name: str, partition: dict[str, str] | None = None, **options) -> dict:
@@ -404,22 +426,22 @@ class Lake:
         filters = [(column, "=", value) for column, value in (partition or {}).items()]
 
         def compact() -> dict:
-            table = self.open(name)
-            if table is None:
-                return {"numFilesAdded": 0, "numFilesRemoved": 0}
-            return table.optimize.compact(partition_filters=filters or None, **options)
+            with self.held(name) as table:
+                if table is None:
+                    return {"numFilesAdded": 0, "numFilesRemoved": 0}
+                return table.optimize.compact(partition_filters=filters or None, **options)
 
         return with_commit_retry(compact, name)
 
     def maintain(self, name: str, retention_hours: int = 168) -> dict[str, int]:
         """Compact small files, then vacuum files unreferenced for ``retention_hours``."""
         compacted = self.compact(name)
-        table = self.open(name)  # as compacted: what it replaced is unreferenced now
-        if table is None:
-            return {"files_added": 0, "files_removed": 0, "files_vacuumed": 0}
-        vacuumed = table.vacuum(
-            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
-        )
+        with self.held(name) as table:  # as compacted: what it replaced is unreferenced now
+            if table is None:
+                return {"files_added": 0, "files_removed": 0, "files_vacuumed": 0}
+            vacuumed = table.vacuum(
+                retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
+            )
         return {
             "files_added": int(compacted["numFilesAdded"]),
             "files_removed": int(compacted["numFilesRemoved"]),

@@ -141,7 +141,7 @@ class Reference:
     @classmethod
     def from_lake(cls, lake: Lake) -> Reference:
         """The snapshot of the reference tables as they are in the lake now."""
-        missing = [spec.name for spec in REFERENCE_TABLES if lake.open(spec.name) is None]
+        missing = [spec.name for spec in REFERENCE_TABLES if lake.version(spec.name) < 0]
         if missing:
             raise BetlakeError(
                 f"reference tables not loaded yet: {', '.join(missing)} "
@@ -193,8 +193,7 @@ class ReferenceCache:
         now = time.monotonic()
         if self.snapshot is None or now - self.checked >= self.refresh_seconds:
             self.checked = now
-            tables = [self.lake.open(spec.name) for spec in REFERENCE_TABLES]
-            versions = tuple(-1 if t is None else t.version() for t in tables)
+            versions = tuple(self.lake.version(spec.name) for spec in REFERENCE_TABLES)
             if self.snapshot is None or versions != self.versions:
                 self.snapshot, self.versions = Reference.from_lake(self.lake), versions
         return self.snapshot

@@ -64,10 +64,10 @@ def _log_max(actions: pa.Table, column: str) -> datetime | None:
 def bronze_facts(lake: Lake) -> BronzeFacts:
     """Row count and latest times of ``telemetry_raw``, read from the Delta log statistics (no
     data file is opened: cheap enough to run every few seconds)."""
-    table = lake.open(TELEMETRY_RAW.name)
-    if table is None:
-        return BronzeFacts(0, None, None)
-    actions = pa.table(table.get_add_actions(flatten=True))
+    with lake.held(TELEMETRY_RAW.name) as table:
+        if table is None:
+            return BronzeFacts(0, None, None)
+        actions = pa.table(table.get_add_actions(flatten=True))
     if not len(actions):
         return BronzeFacts(0, None, None)
     rows = int(pc.sum(actions.column("num_records")).as_py() or 0)

@@ -92,3 +92,29 @@ def test_a_kept_table_sees_every_other_writer(tmp_path: Path) -> None:
     worker.start()
     worker.join()
     assert thread_rows == [2 * 70]
+
+
+def test_a_lakes_threads_share_one_object_of_a_table(tmp_path: Path) -> None:
+    """Threads appending through one lake at once use one object of the table, one thread at a
+    time (brought forward once for all of them: with an object per thread, the soak's readers
+    each replayed every commit), and lose no row and no writer's progress."""
+    lake, objects, errors = Lake(str(tmp_path / "lake")), set(), []
+
+    def writer(number: int) -> None:
+        try:
+            for window in range(5 * number, 5 * number + 5):
+                lake.append(SITE_WINDOW_STATS, panes([window], 1, "ON_TIME"),
+                            progress=(f"writer-{number}", window))  # fmt: skip
+                with lake.held(SITE_WINDOW_STATS.name) as table:
+                    objects.add(id(table))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == [] and len(objects) == 1
+    assert Lake(str(tmp_path / "lake")).scan(SITE_WINDOW_STATS).num_rows == 2 * 20
+    assert [lake.progress(SITE_WINDOW_STATS, f"writer-{n}") for n in range(4)] == [4, 9, 14, 19]
