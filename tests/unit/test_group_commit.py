@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from streaming.sinks import GroupCommit
+from betlake.core.lake import GroupCommit
 
 
 class SlowWrites:
