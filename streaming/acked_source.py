@@ -195,10 +195,10 @@ class ReadShardsFn(ReadPartitionsFn):
             self._ledger.advance(shard, watermark)
         tracker.defer_remainder(Duration(seconds=0 if deliveries else self.poll_seconds))
 
-    def _store_rejected(self, reads: list[PartitionRead]) -> None:
+    def _store_rejected(self, read: PartitionRead) -> None:
         """A transport may deliver a message again to any shard: every rejected message is
         matched against the table (keyed by origin) before it is added."""
-        self._lake.insert_new(TELEMETRY_REJECTED, pa.concat_tables([r.rejected for r in reads]))
+        self._lake.insert_new(TELEMETRY_REJECTED, read.rejected)
 
     def _acknowledge(self, shard: int, acks: list[str]) -> None:
         """Acknowledge a stored read's messages (an ack lost: they come again, duplicates)."""

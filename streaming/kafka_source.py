@@ -55,7 +55,7 @@ from betlake.core.kafka import (
     end_offsets,
     stream_consumer,
 )
-from betlake.core.lake import Compactor, GroupCommit, Lake, Touched
+from betlake.core.lake import Compactor, Lake, Touched
 from betlake.core.windowing import US, Windowing, epoch_us, whole_millis
 from streaming.ledger import EventLedger
 from streaming.metrics import PARTITION_METRICS, Tally
@@ -213,7 +213,6 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         self.poll_seconds = poll_seconds
         self.drain_when_idle = drain_when_idle
         self.lake_handle = Shared()  # one lake for every reader of a worker (see Lake.held)
-        self.stores_handle = Shared()  # one group commit of their reads (see _store_reads)
         self.ledger_handle = Shared()  # one ledger
         self.compactor_handle = Shared()  # and one compactor of the tables they append to
 
@@ -252,7 +251,6 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
     def _open_stores(self) -> None:
         """What a reader stores through: the worker's ledger and compactor, the lake, a tally."""
         self._lake = self.lake_handle.acquire(lambda: Lake.of(self.settings))
-        self._stores = self.stores_handle.acquire(lambda: GroupCommit(self._store_reads))
         self._ledger = self.ledger_handle.acquire(self._new_ledger)
         self._compactor = self.compactor_handle.acquire(lambda: Compactor(Lake.of(self.settings)))
         self._tally = Tally("telemetry")
@@ -341,9 +339,9 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
 
     def _store(self, read: PartitionRead) -> None:
         """Make the read durable: its rejected messages (keyed by origin) and the events bronze
-        lacks, with the lateness the ledger decided; by group commit with the reads of the
-        worker's other readers (:meth:`_store_reads`)."""
-        self._stores.submit([read])
+        lacks, with the lateness the ledger decided."""
+        self._store_rejected(read)
+        self._lake.append(TELEMETRY_RAW, read.to_store)
         self._compactor.wrote(TELEMETRY_REJECTED, read.rejected)
         self._compactor.wrote(TELEMETRY_RAW, read.to_store)
         self._tally.add(
@@ -353,33 +351,21 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             too_late=read.too_late,
         )
 
-    def _store_reads(self, reads: list[PartitionRead]) -> None:
-        """Store reads of several partitions in one commit per table, rejected messages first:
-        at 10,000 messages/s a commit per read and table was most of the job's CPU (each one
-        brings the table forward from the log, and lists it)."""
-        self._store_rejected(reads)
-        self._lake.append(TELEMETRY_RAW, pa.concat_tables([read.to_store for read in reads]))
-
-    def _store_rejected(self, reads: list[PartitionRead]) -> None:
+    def _store_rejected(self, read: PartitionRead) -> None:
         """Rejected messages are keyed by their offset, and each append records the highest
-        offset of each partition stored so far in the same commit (:meth:`Lake.progress`): a
+        offset of the partition stored so far in the same commit (:meth:`Lake.progress`): a
         read past it is new as a whole and appended without a lookup; a re-read (a restart, a
         bundle retried on any worker) is matched against the table first."""
-        reads = [read for read in reads if read.rejected.num_rows]
-        if not reads:
+        if not read.rejected.num_rows:
             return
-        topic = self.settings.telemetry_topic
-        writers = [f"betlake-stream:{topic}:{read.partition}" for read in reads]
-        stored = self._lake.progress(TELEMETRY_REJECTED, writers)
-        rows, progress = [], []
-        for writer, read in zip(writers, reads, strict=True):
-            through = stored[writer]
-            new = read.rejected
-            if through is None or read.first_offset <= through:
-                new = self._lake.unseen(TELEMETRY_REJECTED, new)
-            rows.append(new)
-            progress.append((writer, max(through or -1, read.next_offset - 1)))
-        self._lake.append(TELEMETRY_REJECTED, pa.concat_tables(rows), progress)
+        writer = f"betlake-stream:{self.settings.telemetry_topic}:{read.partition}"
+        through = self._lake.progress(TELEMETRY_REJECTED, writer)
+        rows = read.rejected
+        if through is None or read.first_offset <= through:
+            rows = self._lake.unseen(TELEMETRY_REJECTED, rows)
+        self._lake.append(
+            TELEMETRY_REJECTED, rows, progress=(writer, max(through or -1, read.next_offset - 1))
+        )
 
     def _stored(self, read: PartitionRead, at: Timestamp) -> TimestampedValue:
         """What the job takes of a stored read: its figures and :class:`StoredOffsets`."""

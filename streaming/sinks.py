@@ -9,6 +9,8 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import apache_beam as beam
@@ -37,7 +39,7 @@ from betlake.core.kafka import (
     reachable,
     stream_consumer,
 )
-from betlake.core.lake import GroupCommit, Lake
+from betlake.core.lake import Lake
 from streaming.kafka_source import StoredOffsets
 from streaming.metrics import Tally
 from streaming.reporting import report_gold
@@ -97,6 +99,48 @@ class PublishPanesFn(beam.DoFn):
     def finish_bundle(self) -> None:
         if self.rows:
             self.writer.submit(self.rows)
+
+
+@dataclass
+class _Handover:
+    """One caller's items, waiting to be written."""
+
+    items: list
+    written: bool = False
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """Writes the items of many threads, one batch at a time: a caller hands its items over and
+    waits; the caller that gets to write takes every item handed over so far and writes them in
+    one call of ``write`` (a group commit). A slow write costs the items that queued meanwhile
+    one more write, not one each; and one write at a time keeps the writes in order."""
+
+    def __init__(self, write: Callable[[list], None]) -> None:
+        self.write = write
+        self.writing = threading.Lock()
+        self.queue_lock = threading.Lock()
+        self.queued: list[_Handover] = []
+
+    def submit(self, items: list) -> None:
+        """Return once ``items`` are written; raise what failed the batch they were in."""
+        mine = _Handover(items)
+        with self.queue_lock:
+            self.queued.append(mine)
+        with self.writing:
+            if not mine.written:
+                with self.queue_lock:
+                    batch, self.queued = self.queued, []
+                try:
+                    self.write([item for handover in batch for item in handover.items])
+                except BaseException as error:  # every caller of the batch fails (is retried)
+                    for handover in batch:
+                        handover.error = error
+                finally:
+                    for handover in batch:
+                        handover.written = True
+        if mine.error is not None:
+            raise mine.error
 
 
 class PaneWriter:

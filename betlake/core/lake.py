@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -261,20 +260,21 @@ class Lake:
         with_commit_retry(write, spec.name)
 
     def append(
-        self, spec: TableSpec, data: pa.Table, progress: Iterable[tuple[str, int]] = ()
+        self, spec: TableSpec, data: pa.Table, progress: tuple[str, int] | None = None
     ) -> None:
-        """Append rows as they are; ``progress``: writers' names and how far each has written
+        """Append rows as they are; ``progress``: a writer's name and how far it has written
         (recorded in the same commit, see :meth:`progress`)."""
         if data.num_rows:
-            transactions = [Transaction(writer, through) for writer, through in progress]
-            properties = CommitProperties(app_transactions=transactions) if transactions else None
+            properties = None
+            if progress is not None:
+                properties = CommitProperties(app_transactions=[Transaction(*progress)])
             self._write(spec, data, mode="append", commit_properties=properties)
 
-    def progress(self, spec: TableSpec, writers: Iterable[str]) -> dict[str, int | None]:
-        """How far each writer has written to the table, by its last :meth:`append` (Delta's
+    def progress(self, spec: TableSpec, writer: str) -> int | None:
+        """How far ``writer`` has written to the table, by its last :meth:`append` (Delta's
         transaction identifiers: read from the log, not the data), or None."""
         with self.held(spec.name) as table:
-            return {w: None if table is None else table.transaction_version(w) for w in writers}
+            return None if table is None else table.transaction_version(writer)
 
     def overwrite(self, spec: TableSpec, data: pa.Table) -> None:
         """Replace the whole table in one commit (reference loads)."""
@@ -447,48 +447,6 @@ class Lake:
             "files_removed": int(compacted["numFilesRemoved"]),
             "files_vacuumed": len(vacuumed),
         }
-
-
-@dataclass
-class _Handover:
-    """One caller's items, waiting to be written."""
-
-    items: list
-    written: bool = False
-    error: BaseException | None = None
-
-
-class GroupCommit:
-    """Writes the items of many threads, one batch at a time: a caller hands its items over and
-    waits; the caller that gets to write takes every item handed over so far and writes them in
-    one call of ``write`` (a group commit). A slow write costs the items that queued meanwhile
-    one more write, not one each; and one write at a time keeps the writes in order."""
-
-    def __init__(self, write: Callable[[list], None]) -> None:
-        self.write = write
-        self.writing = threading.Lock()
-        self.queue_lock = threading.Lock()
-        self.queued: list[_Handover] = []
-
-    def submit(self, items: list) -> None:
-        """Return once ``items`` are written; raise what failed the batch they were in."""
-        mine = _Handover(items)
-        with self.queue_lock:
-            self.queued.append(mine)
-        with self.writing:
-            if not mine.written:
-                with self.queue_lock:
-                    batch, self.queued = self.queued, []
-                try:
-                    self.write([item for handover in batch for item in handover.items])
-                except BaseException as error:  # every caller of the batch fails (is retried)
-                    for handover in batch:
-                        handover.error = error
-                finally:
-                    for handover in batch:
-                        handover.written = True
-        if mine.error is not None:
-            raise mine.error
 
 
 class Compactor:

@@ -4,7 +4,6 @@ recounted from the Delta table with DuckDB)."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -87,37 +86,3 @@ def test_the_reader_stores_each_rejected_offset_once_across_restarts_and_retries
         .fetchall()
     )  # fmt: skip
     assert rows == [(0, 10), (0, 50), (0, 150), (0, 250), (0, 300), (1, 50), (1, 120)]
-
-
-def test_reads_stored_at_once_by_several_readers_keep_each_partitions_progress(
-    settings,
-) -> None:
-    """Readers of four partitions store at the same moment: their reads share commits (a group
-    commit), and each partition's rejected offsets land once with its own progress recorded."""
-    reader = ReadPartitionsFn(settings, [0, 1, 2, 3])
-    reader.setup()
-    errors: list[BaseException] = []
-
-    def store(partition: int) -> None:
-        try:
-            for first in range(0, 500, 100):
-                reader._store(stored_read(partition, first, first + 100, [first + partition]))
-        except BaseException as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=store, args=(partition,)) for partition in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert errors == []
-    lake = Lake.of(settings)
-    rows = (
-        lake.connect()
-        .execute("SELECT kafka_partition, kafka_offset FROM telemetry_rejected ORDER BY ALL")
-        .fetchall()
-    )  # fmt: skip
-    assert rows == sorted((p, first + p) for p in range(4) for first in range(0, 500, 100))
-    writers = {f"betlake-stream:{settings.telemetry_topic}:{p}": 499 for p in range(4)}
-    assert lake.progress(TELEMETRY_REJECTED, writers) == writers
-    assert lake.version(TELEMETRY_REJECTED.name) <= 20  # a commit a read at most

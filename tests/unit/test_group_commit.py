@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from betlake.core.lake import GroupCommit
+from streaming.sinks import GroupCommit
 
 
 class SlowWrites:
