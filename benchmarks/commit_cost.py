@@ -5,8 +5,9 @@ messages, ``Lake.append`` of its events) and upserts each bundle of fired panes 
 (``Lake.rows_to_upsert``, then the merge); this writes --writes batches of --rows rejected rows
 to a fresh ``telemetry_rejected`` the same way, one file each, and as many panes of 25 sites
 (a window each, all of one day) to a fresh ``site_window_stats``, and prints the median time of
-each kind of write and the process's RSS every --every writes: how a stream slows down between
-compactions (gold is compacted nightly).
+each kind of write, of bringing the lake's table forward when nothing was added (the Delta log
+listed: it grows with every commit the log keeps) and the process's RSS every --every writes:
+how a stream slows down between compactions (gold is compacted nightly).
 
     .venv/bin/python -m benchmarks.commit_cost [--writes 1000] [--rows 20] [--every 250]
 """
@@ -82,19 +83,23 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="betlake-commit-cost-"))
     lake = Lake(str(work / "lake"))
     print(f"machine: {machine()}")
-    print("writes before  median ms: rejected  gold upsert  RSS MiB")
+    print("writes before  median ms: rejected  gold upsert  forward  RSS MiB")
     rejects: list[float] = []
     upserts: list[float] = []
+    forwards: list[float] = []
     try:
         for i in range(args.writes):
             batch = rejected(i * args.rows, args.rows, i % 4)
             rejects.append(timed(lake.insert_new, TELEMETRY_REJECTED, batch))
             upserts.append(timed(upsert_panes, lake, panes(i)))
+            forwards.append(timed(lake.version, TELEMETRY_REJECTED.name))
             if len(rejects) == args.every:
-                reject_ms, upsert_ms = (statistics.median(t) * 1e3 for t in (rejects, upserts))
+                reject_ms, upsert_ms, forward_ms = (
+                    statistics.median(t) * 1e3 for t in (rejects, upserts, forwards)
+                )
                 print(f"{i + 1 - args.every:13,d}  {reject_ms:18.1f}  {upsert_ms:11.1f}  "
-                      f"{rss_mib('self'):7,.0f}")  # fmt: skip
-                rejects, upserts = [], []
+                      f"{forward_ms:7.1f}  {rss_mib('self'):7,.0f}")  # fmt: skip
+                rejects, upserts, forwards = [], [], []
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
