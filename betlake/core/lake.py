@@ -228,16 +228,17 @@ class Lake:
                     held.table.update_incremental()
                 if held.table.version() - held.opened_at >= _KEPT_VERSIONS:
                     held.table = None
-            if held.table is None and create is not None:
-                DeltaTable.create(
-                    self.uri(name),
-                    create.schema,
-                    partition_by=list(create.partition_by) or None,
-                    mode="ignore",
-                    storage_options=self.storage_options,
-                )
             if held.table is None:
                 held.table = self.open(name)
+                if held.table is None and create is not None:
+                    DeltaTable.create(
+                        self.uri(name),
+                        create.schema,
+                        partition_by=list(create.partition_by) or None,
+                        mode="ignore",
+                        storage_options=self.storage_options,
+                    )
+                    held.table = self.open(name)
                 held.opened_at = -1 if held.table is None else held.table.version()
             yield held.table
 
