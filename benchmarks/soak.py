@@ -49,6 +49,7 @@ from benchmarks.stream_throughput import (
     write_spans,
 )
 from betlake.core.config import Settings
+from betlake.core.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, TELEMETRY_REJECTED
 from betlake.core.kafka import ensure_topic
 from betlake.core.lake import Lake
 from betlake.core.processes import restore_default_signals
@@ -173,7 +174,7 @@ def main() -> None:
     if job.returncode not in (0, -signal.SIGINT):
         print(f"the job failed (exit {job.returncode}); its log: {work / 'job.log'}")
         return
-    checks, equal = check_figures(settings, figures)
+    checks, equal = check_figures(settings, figures, sent["ended"] - sent["began"])
     report(args, sent, samples, published, fired, began)
     print("\n".join(checks))
     if equal:
@@ -183,12 +184,15 @@ def main() -> None:
 
 
 def check_figures(
-    settings: Settings, figures: list[tuple[str, dict | None, float]]
+    settings: Settings, figures: list[tuple[str, dict | None, float]], seconds: float
 ) -> tuple[list[str], bool]:
     """Gold against the truth recomputed from bronze (to the cent), and the topic's first ON_TIME
     figure of each window and site against the truth's event count (fewer: the pane fired
-    before every on-time event was read)."""
+    before every on-time event was read); and the commits to each table a second of the run
+    (a commit costs more than the rows in it, at this rate)."""
     lake = Lake.of(settings)
+    tables = (TELEMETRY_RAW, TELEMETRY_REJECTED, SITE_WINDOW_STATS)
+    commits = ", ".join(f"{t.name} {(lake.version(t.name) + 1) / seconds:.1f}" for t in tables)
     truth = truth_rows(lake, settings.window_seconds)
     gold = gold_rows(lake)
     missing, differ = figure_differences(gold, truth, truth.keys())
@@ -214,6 +218,7 @@ def check_figures(
         f"early): {short} of "
         f"{len(first):,}; LATE figures published: {late}",
         *examples,
+        f"commits a second, compactions included: {commits}",
     ], equal
 
 
