@@ -13,7 +13,6 @@ locking provider is needed (and ``AWS_S3_ALLOW_UNSAFE_RENAME`` is never set).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -47,12 +46,6 @@ def _iso(value: datetime) -> str:
 
 def _sql_literal(value: object) -> str:
     return f"'{_iso(value)}'" if isinstance(value, datetime) else f"'{value}'"
-
-
-def _properties(spec: TableSpec) -> dict[str, str]:
-    """The Delta table properties of a table: how long its log keeps old versions (Delta
-    deletes older log entries after each checkpoint, every 100 commits)."""
-    return {} if spec.history is None else {"delta.logRetentionDuration": spec.history}
 
 
 class Touched:
@@ -243,7 +236,6 @@ class Lake:
                         create.schema,
                         partition_by=list(create.partition_by) or None,
                         mode="ignore",
-                        configuration=_properties(create) or None,
                         storage_options=self.storage_options,
                     )
                     held.table = self.open(name)
@@ -252,21 +244,13 @@ class Lake:
 
     def _moved_on(self, name: str, version: int) -> bool:
         """Whether the table may have versions after ``version``. In a local folder, whether
-        the next version's log entry exists, or (entries before the last checkpoint may be
-        deleted: see ``TableSpec.history``) a checkpoint after it: a look-up or two, where
-        delta-rs brings a table forward by listing the whole log folder, a cost that grows
-        with every version the log keeps (``benchmarks/commit_cost``). Elsewhere (object
-        stores list from an offset): always."""
+        the next version's log entry exists: one look-up, where delta-rs brings a table
+        forward by listing the whole log folder, a cost that grows with every version the log
+        keeps (``benchmarks/commit_cost``). Elsewhere (object stores list from an offset):
+        always."""
         if "://" in self.root:
             return True
-        log_folder = f"{self.uri(name)}/_delta_log"
-        if os.path.exists(f"{log_folder}/{version + 1:020d}.json"):
-            return True
-        try:
-            with open(f"{log_folder}/_last_checkpoint") as last:
-                return json.load(last)["version"] > version
-        except FileNotFoundError:
-            return False
+        return os.path.exists(f"{self.uri(name)}/_delta_log/{version + 1:020d}.json")
 
     def version(self, name: str) -> int:
         """The table's latest version; -1 if it has not been created yet."""
@@ -463,15 +447,11 @@ class Lake:
         return with_commit_retry(compact, name)
 
     def maintain(self, name: str, retention_hours: int = 168) -> dict[str, int]:
-        """Compact small files, then vacuum files unreferenced for ``retention_hours``; a table
-        made before its spec's properties (:func:`_properties`) is given them."""
+        """Compact small files, then vacuum files unreferenced for ``retention_hours``."""
         compacted = self.compact(name)
         with self.held(name) as table:  # as compacted: what it replaced is unreferenced now
             if table is None:
                 return {"files_added": 0, "files_removed": 0, "files_vacuumed": 0}
-            wanted = _properties(TABLES[name]) if name in TABLES else {}
-            if wanted.items() - table.metadata().configuration.items():
-                table.alter.set_table_properties(wanted)
             vacuumed = table.vacuum(
                 retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
             )

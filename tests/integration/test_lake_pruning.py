@@ -3,10 +3,8 @@ statistics) return exactly what a read of every file, filtered, returns."""
 
 from __future__ import annotations
 
-import os
 import random
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -120,27 +118,3 @@ def test_a_lakes_threads_share_one_object_of_a_table(tmp_path: Path) -> None:
     assert errors == [] and len(objects) == 1
     assert Lake(str(tmp_path / "lake")).scan(SITE_WINDOW_STATS).num_rows == 2 * 20
     assert [lake.progress(SITE_WINDOW_STATS, f"writer-{n}") for n in range(4)] == [4, 9, 14, 19]
-
-
-def test_a_streamed_tables_log_keeps_a_minute_and_a_lagging_object_follows(
-    tmp_path: Path,
-) -> None:
-    """A table the stream commits to keeps a minute of log: at a checkpoint (every 100
-    commits) the older entries before it are deleted (at Delta's 30 days every commit cost more
-    than the last: it lists the whole log folder). An object of another lake left behind those
-    entries is brought forward from the checkpoint, and sees every row."""
-    ours, theirs = Lake(str(tmp_path / "lake")), Lake(str(tmp_path / "lake"))
-    ours.append(SITE_WINDOW_STATS, panes([0], 10, "ON_TIME"))
-    assert ours.scan(SITE_WINDOW_STATS).num_rows == 2  # our object: at version 1
-    for window in range(1, 99):
-        theirs.append(SITE_WINDOW_STATS, panes([window], 10, "ON_TIME"))
-    log_folder = tmp_path / "lake" / SITE_WINDOW_STATS.name / "_delta_log"
-    two_minutes_ago = time.time() - 120
-    for entry in log_folder.iterdir():
-        os.utime(entry, (two_minutes_ago, two_minutes_ago))
-    theirs.append(SITE_WINDOW_STATS, panes([99], 10, "ON_TIME"))  # version 100: a checkpoint
-    theirs.append(SITE_WINDOW_STATS, panes([100], 10, "ON_TIME"))  # under a minute old: kept
-    versions = sorted(int(e.name[:20]) for e in log_folder.iterdir() if e.suffix == ".json")
-    assert versions[0] >= 99 and versions[-1] == 101  # (delta-rs keeps the one before it)
-    assert ours.scan(SITE_WINDOW_STATS).num_rows == 2 * 101
-    assert ours.version(SITE_WINDOW_STATS.name) == 101
