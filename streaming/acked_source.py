@@ -130,7 +130,6 @@ class ReadShardsFn(ReadPartitionsFn):
 
     def setup(self) -> None:
         self._client = shared_client(self.settings)
-        self._clocks: dict[int, PartitionWatermark] = {}
         self._read: dict[int, int] = {}
         self._open_stores()
         self._last_sequence: int | None = None
@@ -160,12 +159,7 @@ class ReadShardsFn(ReadPartitionsFn):
         if not tracker.try_claim(call):
             return
         settings = self.settings
-        clock = self._clocks.setdefault(
-            shard,
-            PartitionWatermark(
-                settings.max_out_of_orderness_seconds, settings.idle_timeout_seconds
-            ),
-        )
+        clock = self._reads.clock(shard)
         before = estimator.current_watermark()
         if call == 0:
             restored = self._restore(shard, before, clock)

@@ -21,6 +21,7 @@ timestamps, not from the event time inside the payload that the contract's windo
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.shared import Shared
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from betlake.core.config import Settings
 from betlake.core.contract import (
@@ -150,6 +151,65 @@ class PartitionWatermark:
         return self.max_event_us - self.bound_us
 
 
+class PartitionReads:
+    """Where a worker's reads of each partition stand, shared by every instance of the reader
+    the worker makes: the SDK harness makes another when bundles of the stage overlap, and a
+    partition's next read may go to any of them. Per instance, a partition read by turns had
+    its consumer re-assigned at each read (what it had fetched ahead dropped) and a clock that
+    missed the other's reads: in the soak a second instance came after some minutes and the
+    job's Python threads went from 0.38 to 0.63 cores.
+
+    A partition is read by one thread at a time (its restriction's next read waits for the
+    last one). Its consumer is closed when the last instance using it is torn down."""
+
+    def __init__(self, settings: Settings, partitions: list[int]) -> None:
+        self.settings = settings
+        self.consumers: dict[int, Consumer] = {}
+        self.positions: dict[int, int] = {}  # the next offset each consumer will deliver
+        self.clocks: dict[int, PartitionWatermark] = {}
+        self.ends = TopicEnds(settings, partitions)
+        self.lock = threading.Lock()
+        self.users = 0
+        self.closing = False
+
+    def attach(self) -> None:
+        with self.lock:
+            self.users += 1
+            self.closing = False
+
+    def detach(self) -> None:
+        """An instance is torn down; the last one closes the consumers (a read still running
+        on another thread then ends quietly)."""
+        with self.lock:
+            self.users -= 1
+            if self.users:
+                return
+            self.closing = True
+            consumers, self.consumers, self.positions = self.consumers, {}, {}
+        for consumer in consumers.values():
+            consumer.close()
+
+    def consumer(self, partition: int, start: int) -> Consumer:
+        """The partition's consumer, delivering from ``start`` next."""
+        with self.lock:
+            consumer = self.consumers.get(partition)
+            if consumer is None:
+                consumer = self.consumers[partition] = stream_consumer(self.settings)
+        if self.positions.get(partition) != start:
+            consumer.assign([TopicPartition(self.settings.telemetry_topic, partition, start)])
+            self.positions[partition] = start
+        return consumer
+
+    def clock(self, partition: int) -> PartitionWatermark:
+        settings = self.settings
+        with self.lock:
+            if partition not in self.clocks:
+                self.clocks[partition] = PartitionWatermark(
+                    settings.max_out_of_orderness_seconds, settings.idle_timeout_seconds
+                )
+            return self.clocks[partition]
+
+
 @dataclass(frozen=True)
 class _Decided:
     read: PartitionRead
@@ -212,7 +272,8 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.drain_when_idle = drain_when_idle
-        self.lake_handle = Shared()  # one lake for every reader of a worker (see Lake.held)
+        self.reads_handle = Shared()  # for every reader of a worker: where reads stand
+        self.lake_handle = Shared()  # one lake (see Lake.held)
         self.ledger_handle = Shared()  # one ledger
         self.compactor_handle = Shared()  # and one compactor of the tables they append to
 
@@ -241,15 +302,15 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         return 1
 
     def setup(self) -> None:
-        self._closing = False
-        self._consumers: dict[int, object] = {}
-        self._positions: dict[int, int] = {}
-        self._clocks: dict[int, PartitionWatermark] = {}
-        self._ends = TopicEnds(self.settings, self.partitions)
         self._open_stores()
+        self._reads.attach()
 
     def _open_stores(self) -> None:
-        """What a reader stores through: the worker's ledger and compactor, the lake, a tally."""
+        """What a reader shares with the worker's others (where reads stand, the lake, the
+        ledger, the compactor), and a tally."""
+        self._reads = self.reads_handle.acquire(
+            lambda: PartitionReads(self.settings, self.partitions)
+        )
         self._lake = self.lake_handle.acquire(lambda: Lake.of(self.settings))
         self._ledger = self.ledger_handle.acquire(self._new_ledger)
         self._compactor = self.compactor_handle.acquire(lambda: Compactor(Lake.of(self.settings)))
@@ -269,18 +330,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         return EventLedger(bronze, self.partitions, self.windowing)
 
     def teardown(self) -> None:
-        self._closing = True  # a read still running on another thread ends quietly
-        for consumer in self._consumers.values():
-            consumer.close()
-
-    def _consumer(self, partition: int, start: int):
-        consumer = self._consumers.get(partition)
-        if consumer is None:
-            consumer = self._consumers[partition] = stream_consumer(self.settings)
-        if self._positions.get(partition) != start:
-            consumer.assign([TopicPartition(self.settings.telemetry_topic, partition, start)])
-            self._positions[partition] = start
-        return consumer
+        self._reads.detach()
 
     @beam.DoFn.unbounded_per_element()
     def process(
@@ -289,19 +339,14 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         tracker=_RESTRICTION,
         estimator=_WATERMARK,
     ):
-        settings = self.settings
+        reads = self._reads
         start = tracker.current_restriction().start
-        consumer = self._consumer(partition, start)
-        clock = self._clocks.setdefault(
-            partition,
-            PartitionWatermark(
-                settings.max_out_of_orderness_seconds, settings.idle_timeout_seconds
-            ),
-        )
+        consumer = reads.consumer(partition, start)
+        clock = reads.clock(partition)
         try:
-            polled = consume(consumer, settings, self.batch_size, self.poll_seconds)
+            polled = consume(consumer, self.settings, self.batch_size, self.poll_seconds)
         except RuntimeError:  # "Consumer closed": the worker shuts down under this read
-            if self._closing:
+            if reads.closing:
                 return
             raise
         claimed = []
@@ -312,22 +357,22 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         now = time.monotonic()
         before = estimator.current_watermark()
         if claimed:
-            self._positions[partition] = claimed[-1].offset() + 1
+            reads.positions[partition] = claimed[-1].offset() + 1
             beam.metrics.Metrics.counter(PARTITION_METRICS, f"read_{partition}").inc(len(claimed))
             decided = self._validate(partition, claimed, before)
             clock.observe(decided.latest_event_us, now)
             self._store(decided.read)
             yield self._stored(decided.read, before or MIN_TIMESTAMP)
         else:
-            ends = self._ends.poll(consumer, now)
-            behind = ends is None or ends[partition] > self._positions[partition]
+            ends = reads.ends.poll(consumer, now)
+            behind = ends is None or ends[partition] > reads.positions[partition]
             if behind and clock.idle_for(now) >= self.settings.idle_timeout_seconds:
                 clock.observe(None, now)  # messages wait: not idle, just slow
             elif self._drained(behind, now):
                 log.info("partition %d read to its end offset %d; the topic is quiet: drained",
-                         partition, self._positions[partition])  # fmt: skip
+                         partition, reads.positions[partition])  # fmt: skip
                 beam.metrics.Metrics.counter(PARTITION_METRICS, f"drained_end_{partition}").inc(
-                    self._positions[partition]
+                    reads.positions[partition]
                 )
                 tracker.try_claim(END_OF_PARTITION)  # the partition is done: the source may end
                 return
@@ -385,7 +430,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         return (
             self.drain_when_idle is not None
             and not behind
-            and self._ends.quiet_for(now) >= self.drain_when_idle
+            and self._reads.ends.quiet_for(now) >= self.drain_when_idle
         )
 
     def _raw_batch(self, partition: int, messages: list) -> tuple[RawBatch, list[int]]:

@@ -1,0 +1,68 @@
+"""A worker's instances of the Kafka reader share where each partition's reads stand (on the
+session broker, with real Delta tables): the SDK harness makes another instance when bundles of
+the reading stage overlap and hands a partition's next read to either, which must go on from
+the same consumer (not re-assign it, dropping what it fetched ahead) and the same clock."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from apache_beam.io.restriction_trackers import OffsetRange
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+
+from betlake.core.config import Settings
+from betlake.core.kafka import end_offsets, produce, stream_consumer
+from betlake.local.generate import TelemetrySpec, generate_telemetry
+from streaming.kafka_source import END_OF_PARTITION, ReadPartitionsFn, StoredRead, _InOrderTracker
+
+pytestmark = pytest.mark.integration
+
+
+def read_once(reader: ReadPartitionsFn, start: int) -> StoredRead:
+    """One read of partition 0 from ``start``, as the runner makes it."""
+    tracker = ThreadsafeRestrictionTracker(_InOrderTracker(OffsetRange(start, END_OF_PARTITION)))
+    estimator = ManualWatermarkEstimator(None)
+    outputs = list(reader.process(0, tracker=RestrictionTrackerView(tracker), estimator=estimator))
+    assert len(outputs) == 1
+    return outputs[0].value
+
+
+def test_a_workers_reader_instances_share_each_partitions_consumer_and_clock(
+    stream_settings: Settings,
+) -> None:
+    spec = TelemetrySpec(count=400, start=datetime(2026, 11, 24, tzinfo=UTC),
+                         span=timedelta(minutes=20), seed=7)  # fmt: skip
+    for _ in produce(stream_settings, stream_settings.telemetry_topic,
+                     generate_telemetry(spec, stream_settings.reference)):  # fmt: skip
+        pass
+    consumer = stream_consumer(stream_settings)
+    try:
+        in_partition = end_offsets(consumer, stream_settings, [0])[0]
+    finally:
+        consumer.close()
+    assert in_partition >= 30
+    # Two instances as the harness makes them: each unpickled from the pipeline's DoFn.
+    pickled = pickle.dumps(ReadPartitionsFn(stream_settings, [0, 1, 2, 3], batch_size=10))
+    first, second = pickle.loads(pickled), pickle.loads(pickled)
+    first.setup()
+    second.setup()
+    try:
+        read = read_once(first, 0)
+        reads = first._reads
+        assert second._reads is reads
+        kept = reads.consumers[0]
+        clock = reads.clock(0)
+        assert (read.offsets.first_offset, read.offsets.next_offset) == (0, 10)
+        read = read_once(second, 10)  # the partition's next read, on the other instance
+        assert (read.offsets.first_offset, read.offsets.next_offset) == (10, 20)
+        assert reads.consumers[0] is kept and reads.clock(0) is clock
+        assert clock.max_event_us is not None
+        first.teardown()  # one instance goes: the other reads on
+        read = read_once(second, 20)
+        assert (read.offsets.first_offset, read.offsets.next_offset) == (20, 30)
+    finally:
+        second.teardown()
+    assert reads.closing and reads.consumers == {}  # the last one closed the consumers
