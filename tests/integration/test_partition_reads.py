@@ -45,7 +45,9 @@ def test_a_workers_reader_instances_share_each_partitions_consumer_and_clock(
         consumer.close()
     assert in_partition >= 30
     # Two instances as the harness makes them: each unpickled from the pipeline's DoFn.
-    pickled = pickle.dumps(ReadPartitionsFn(stream_settings, [0, 1, 2, 3], batch_size=10))
+    # (A read ends once it holds 10 messages; a fresh consumer may take a while to get them.)
+    reader = ReadPartitionsFn(stream_settings, [0, 1, 2, 3], batch_size=10, poll_seconds=30)
+    pickled = pickle.dumps(reader)
     first, second = pickle.loads(pickled), pickle.loads(pickled)
     first.setup()
     second.setup()
