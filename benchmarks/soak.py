@@ -174,25 +174,32 @@ def main() -> None:
     if job.returncode not in (0, -signal.SIGINT):
         print(f"the job failed (exit {job.returncode}); its log: {work / 'job.log'}")
         return
-    checks, equal = check_figures(settings, figures, sent["ended"] - sent["began"])
+    checks, equal = check_figures(settings, figures)
     report(args, sent, samples, published, fired, began)
     print("\n".join(checks))
+    print(commit_rates(settings, sent["ended"] - sent["began"]))
     if equal:
         shutil.rmtree(work, ignore_errors=True)
     else:
         print(f"the lake and the job's log are kept in {work}")
 
 
-def check_figures(
-    settings: Settings, figures: list[tuple[str, dict | None, float]], seconds: float
-) -> tuple[list[str], bool]:
-    """Gold against the truth recomputed from bronze (to the cent), and the topic's first ON_TIME
-    figure of each window and site against the truth's event count (fewer: the pane fired
-    before every on-time event was read); and the commits to each table a second of the run
-    (a commit costs more than the rows in it, at this rate)."""
+def commit_rates(settings: Settings, seconds: float) -> str:
+    """The commits to each table a second of the run (at this rate a commit costs more than
+    the rows in it)."""
     lake = Lake.of(settings)
     tables = (TELEMETRY_RAW, TELEMETRY_REJECTED, SITE_WINDOW_STATS)
     commits = ", ".join(f"{t.name} {(lake.version(t.name) + 1) / seconds:.1f}" for t in tables)
+    return f"commits a second, compactions included: {commits}"
+
+
+def check_figures(
+    settings: Settings, figures: list[tuple[str, dict | None, float]]
+) -> tuple[list[str], bool]:
+    """Gold against the truth recomputed from bronze (to the cent), and the topic's first ON_TIME
+    figure of each window and site against the truth's event count (fewer: the pane fired
+    before every on-time event was read)."""
+    lake = Lake.of(settings)
     truth = truth_rows(lake, settings.window_seconds)
     gold = gold_rows(lake)
     missing, differ = figure_differences(gold, truth, truth.keys())
@@ -218,7 +225,6 @@ def check_figures(
         f"early): {short} of "
         f"{len(first):,}; LATE figures published: {late}",
         *examples,
-        f"commits a second, compactions included: {commits}",
     ], equal
 
 
