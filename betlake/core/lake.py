@@ -9,10 +9,16 @@ gives every reader and writer the storage options of the settings. On S3 a commi
 conditional put (``If-None-Match: *`` on the next log entry, ``aws_conditional_put=etag``): of
 two writers racing for one version, the store lets one win and the other retries, so no
 locking provider is needed (and ``AWS_S3_ALLOW_UNSAFE_RENAME`` is never set).
+
+A commit never deletes old log entries (Delta's default after each checkpoint): a writer's
+clean-up racing another's made committed appends raise, and a retry would have written their
+rows twice. Each table has one cleaner, :meth:`Lake.clean_log`, called by the stream's
+:class:`Compactor` after its passes and by the nightly :meth:`Lake.maintain`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -28,7 +34,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import (
+    CommitProperties,
+    DeltaTable,
+    PostCommitHookProperties,
+    Transaction,
+    write_deltalake,
+)
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from betlake.core.config import Settings
@@ -38,6 +50,8 @@ from betlake.core.windowing import to_utc
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _COMMIT_PATIENCE_SECONDS = 300.0  # how long a writer keeps retrying commit conflicts
+# Every commit: a checkpoint each 100 versions, and no clean-up of the log (see the module's doc)
+_NO_LOG_CLEANUP = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 
 def _iso(value: datetime) -> str:
@@ -46,6 +60,12 @@ def _iso(value: datetime) -> str:
 
 def _sql_literal(value: object) -> str:
     return f"'{_iso(value)}'" if isinstance(value, datetime) else f"'{value}'"
+
+
+def _properties(spec: TableSpec) -> dict[str, str]:
+    """The Delta table properties of a table: how long its log keeps old versions (what
+    :meth:`Lake.clean_log` may delete)."""
+    return {} if spec.history is None else {"delta.logRetentionDuration": spec.history}
 
 
 class Touched:
@@ -122,6 +142,9 @@ def check_in_range(rows: pa.Table, start: datetime, end: datetime) -> None:
     ):
         raise ValueError(f"rows outside [{start}, {end}) cannot replace that range")
 
+
+# The tables whose log the stream's compactor cleans (see Compactor)
+SHORT_LOGGED = tuple(name for name, spec in TABLES.items() if spec.history is not None)
 
 # Versions a lake brings an opened table forward before opening it afresh: past that, the
 # replay of its entries costs more than an open (benchmarks/commit_cost).
@@ -236,7 +259,9 @@ class Lake:
                         create.schema,
                         partition_by=list(create.partition_by) or None,
                         mode="ignore",
+                        configuration=_properties(create) or None,
                         storage_options=self.storage_options,
+                        post_commithook_properties=_NO_LOG_CLEANUP,
                     )
                     held.table = self.open(name)
                 held.opened_at = -1 if held.table is None else held.table.version()
@@ -244,13 +269,20 @@ class Lake:
 
     def _moved_on(self, name: str, version: int) -> bool:
         """Whether the table may have versions after ``version``. In a local folder, whether
-        the next version's log entry exists: one look-up, where delta-rs brings a table
-        forward by listing the whole log folder, a cost that grows with every version the log
-        keeps (``benchmarks/commit_cost``). Elsewhere (object stores list from an offset):
-        always."""
+        the next version's log entry exists, or (:meth:`clean_log` deletes entries a checkpoint
+        covers) a checkpoint after it: a look-up or two, where delta-rs brings a table forward
+        by listing the whole log folder, a cost that grows with every version the log keeps
+        (``benchmarks/commit_cost``). Elsewhere (object stores list from an offset): always."""
         if "://" in self.root:
             return True
-        return os.path.exists(f"{self.uri(name)}/_delta_log/{version + 1:020d}.json")
+        log_folder = f"{self.uri(name)}/_delta_log"
+        if os.path.exists(f"{log_folder}/{version + 1:020d}.json"):
+            return True
+        try:
+            with open(f"{log_folder}/_last_checkpoint") as last:
+                return json.load(last)["version"] > version
+        except FileNotFoundError:
+            return False
 
     def version(self, name: str) -> int:
         """The table's latest version; -1 if it has not been created yet."""
@@ -268,7 +300,8 @@ class Lake:
         def write() -> None:  # each attempt on the table as it is now (held brings it forward)
             partition_by = list(spec.partition_by) or None
             with self.held(spec.name, create=spec) as table:
-                write_deltalake(table, data, partition_by=partition_by, **options)
+                write_deltalake(table, data, partition_by=partition_by,
+                                post_commithook_properties=_NO_LOG_CLEANUP, **options)  # fmt: skip
 
         with_commit_retry(write, spec.name)
 
@@ -315,7 +348,8 @@ class Lake:
 
         def merge() -> dict:
             with self.held(spec.name, create=spec) as table:
-                merger = table.merge(source, predicate, source_alias="s", target_alias="t")
+                merger = table.merge(source, predicate, source_alias="s", target_alias="t",
+                                     post_commithook_properties=_NO_LOG_CLEANUP)  # fmt: skip
                 return build(merger).execute()
 
         return with_commit_retry(merge, spec.name)
@@ -442,19 +476,36 @@ class Lake:
             with self.held(name) as table:
                 if table is None:
                     return {"numFilesAdded": 0, "numFilesRemoved": 0}
-                return table.optimize.compact(partition_filters=filters or None, **options)
+                return table.optimize.compact(partition_filters=filters or None,
+                                              post_commithook_properties=_NO_LOG_CLEANUP,
+                                              **options)  # fmt: skip
 
         return with_commit_retry(compact, name)
 
+    def clean_log(self, name: str) -> None:
+        """Delete the table's log entries that a checkpoint covers and that are older than its
+        log retention (:func:`_properties`; Delta's 30 days unless its spec says otherwise).
+        Commits never do (see the module's doc): this is each table's one cleaner."""
+        with self.held(name) as table:
+            if table is not None:
+                table.cleanup_metadata()
+
     def maintain(self, name: str, retention_hours: int = 168) -> dict[str, int]:
-        """Compact small files, then vacuum files unreferenced for ``retention_hours``."""
+        """Compact small files, vacuum files unreferenced for ``retention_hours``, and clean
+        the log; a table made before its spec's properties (:func:`_properties`) is given
+        them."""
         compacted = self.compact(name)
         with self.held(name) as table:  # as compacted: what it replaced is unreferenced now
             if table is None:
                 return {"files_added": 0, "files_removed": 0, "files_vacuumed": 0}
+            wanted = _properties(TABLES[name]) if name in TABLES else {}
+            if wanted.items() - table.metadata().configuration.items():
+                table.alter.set_table_properties(wanted, post_commithook_properties=_NO_LOG_CLEANUP)
             vacuumed = table.vacuum(
-                retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
-            )
+                retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False,
+                post_commithook_properties=_NO_LOG_CLEANUP,
+            )  # fmt: skip
+        self.clean_log(name)
         return {
             "files_added": int(compacted["numFilesAdded"]),
             "files_removed": int(compacted["numFilesRemoved"]),
@@ -473,7 +524,12 @@ class Compactor:
     Its files are kept small (``target_bytes``): a pass rewrites every file under the target
     with the new ones, so a large target rewrites a growing file again and again, holding it in
     memory each time (64 MiB: +300 MiB RSS every pass in the soak). The daily maintenance
-    (:meth:`Lake.maintain`) makes them large."""
+    (:meth:`Lake.maintain`) makes them large.
+
+    After each pass it cleans the log (:meth:`Lake.clean_log`) of every table that keeps a
+    short one (``TableSpec.history``: the tables a stream commits to), gold included, which
+    it does not compact: a commit lists the whole log folder, so at Delta's 30 days each of
+    the stream's commits cost more than the last (30-minute soak of stop 26)."""
 
     def __init__(self, lake: Lake, every_seconds: float = 30.0, target_bytes: int = 16 << 20):
         self.lake = lake
@@ -518,6 +574,11 @@ class Compactor:
                     continue
                 log.info("compacted %s %s: %d files into %d", name, partition,
                          done["numFilesRemoved"], done["numFilesAdded"])  # fmt: skip
+        for name in SHORT_LOGGED:
+            try:
+                self.lake.clean_log(name)
+            except Exception:  # a longer log only costs time: the next pass cleans it
+                log.warning("cleaning the log of %s failed", name, exc_info=True)
 
 
 class KeyIndex:

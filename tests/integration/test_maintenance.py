@@ -8,9 +8,10 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 
 from betlake.core.config import Settings
-from betlake.core.contract import TELEMETRY_RAW
+from betlake.core.contract import SITE_WINDOW_STATS, TELEMETRY_RAW
 from betlake.core.lake import Lake
 from betlake.defs.maintenance import maintain_lake, maintain_schedule
 from betlake.defs.resources import BetlakeResource
@@ -38,6 +39,20 @@ def test_maintain_lake_compacts_and_vacuums_and_keeps_every_row(settings) -> Non
     assert lake.connect().execute("SELECT count(*) FROM telemetry_raw").fetchone() == (
         expected.num_rows,
     )
+
+
+def test_maintenance_gives_an_older_table_its_specs_properties(tmp_path: Path) -> None:
+    """A streamed table made before it kept a short log (at Delta's 30 days of log) is given
+    it by the upkeep; what it holds is untouched."""
+    lake = Lake(str(tmp_path / "lake"))
+    DeltaTable.create(lake.uri(SITE_WINDOW_STATS.name), SITE_WINDOW_STATS.schema,
+                      partition_by=list(SITE_WINDOW_STATS.partition_by))  # fmt: skip
+    assert lake.open(SITE_WINDOW_STATS.name).metadata().configuration == {}
+    lake.maintain(SITE_WINDOW_STATS.name)
+    configuration = lake.open(SITE_WINDOW_STATS.name).metadata().configuration
+    assert configuration == {"delta.logRetentionDuration": SITE_WINDOW_STATS.history}
+    lake.maintain(SITE_WINDOW_STATS.name)  # once given, not again
+    assert lake.version(SITE_WINDOW_STATS.name) == 1
 
 
 def test_the_upkeep_runs_every_night_on_its_configured_cron() -> None:
