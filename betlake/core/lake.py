@@ -42,7 +42,7 @@ from deltalake import (
     WriterProperties,
     write_deltalake,
 )
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from betlake.core.config import Settings
 from betlake.core.contract import TABLES, TIMESTAMP, TableSpec
@@ -486,10 +486,15 @@ class Lake:
     def clean_log(self, name: str) -> None:
         """Delete the table's log entries that a checkpoint covers and that are older than its
         log retention (:func:`_properties`; Delta's 30 days unless its spec says otherwise).
-        Commits never do (see the module's doc): this is each table's one cleaner."""
-        with self.held(name) as table:
-            if table is not None:
-                table.cleanup_metadata()
+        Commits never do (see the module's doc): this is each table's one cleaner. A failure
+        (the store away, or the nightly upkeep cleaning beside a stream) is logged, not raised:
+        the log is only longer until the next cleaning."""
+        try:
+            with self.held(name) as table:
+                if table is not None:
+                    table.cleanup_metadata()
+        except (OSError, DeltaError):
+            log.warning("cleaning the log of %s failed", name, exc_info=True)
 
     def maintain(self, name: str, retention_hours: int = 168) -> dict[str, int]:
         """Compact small files, vacuum files unreferenced for ``retention_hours``, and clean
@@ -587,10 +592,7 @@ class Compactor:
                 log.info("compacted %s %s: %d files into %d", name, partition,
                          done["numFilesRemoved"], done["numFilesAdded"])  # fmt: skip
         for name in SHORT_LOGGED:
-            try:
-                self.lake.clean_log(name)
-            except Exception:  # a longer log only costs time: the next pass cleans it
-                log.warning("cleaning the log of %s failed", name, exc_info=True)
+            self.lake.clean_log(name)
 
 
 class KeyIndex:

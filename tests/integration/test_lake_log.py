@@ -54,7 +54,9 @@ def test_commits_keep_the_log_and_the_compactor_cleans_it_past_a_lagging_object(
     assert ours.version(name) == theirs.version(name)
 
 
-def test_appends_lose_nothing_and_fail_none_while_the_log_is_cleaned(tmp_path: Path) -> None:
+def test_appends_lose_nothing_and_fail_none_while_the_log_is_cleaned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Two writers append while a third cleans the log as fast as it can, down to five seconds
     of history: every append succeeds once. With each writer also cleaning after its
     checkpoints, a few in a thousand raised after they had committed (a retry would have
@@ -63,7 +65,7 @@ def test_appends_lose_nothing_and_fail_none_while_the_log_is_cleaned(tmp_path: P
     spec = dataclasses.replace(SITE_WINDOW_STATS, history="interval 5 seconds")
     root, appends = str(tmp_path / "lake"), 400
     Lake(root).ensure(spec)
-    errors: list[tuple] = []  # (what failed, ..., the error)
+    errors: list[tuple] = []  # (the window whose append failed, the error)
     appending = threading.Event()
     appending.set()
 
@@ -73,15 +75,12 @@ def test_appends_lose_nothing_and_fail_none_while_the_log_is_cleaned(tmp_path: P
             for window in range(writer * appends, (writer + 1) * appends):
                 lake.append(spec, panes([window], 1, "ON_TIME"))
         except BaseException as error:
-            errors.append(("append", window, error))
+            errors.append((window, error))
 
-    def clean() -> None:
+    def clean() -> None:  # (a failed cleaning is logged: see the end)
         lake = Lake(root)
         while appending.is_set():
-            try:
-                lake.clean_log(spec.name)
-            except BaseException as error:
-                errors.append(("clean", error))
+            lake.clean_log(spec.name)
 
     writers = [threading.Thread(target=append, args=(writer,)) for writer in range(2)]
     cleaner = threading.Thread(target=clean)
@@ -91,7 +90,7 @@ def test_appends_lose_nothing_and_fail_none_while_the_log_is_cleaned(tmp_path: P
         thread.join(timeout=300)
     appending.clear()
     cleaner.join(timeout=60)
-    assert errors == []
+    assert errors == [] and "cleaning the log" not in caplog.text
     stored = Lake(root).scan(spec)
     assert stored.num_rows == 2 * 2 * appends
     assert len(set(stored.column("window_start").to_pylist())) == 2 * appends

@@ -55,6 +55,25 @@ def test_maintenance_gives_an_older_table_its_specs_properties(tmp_path: Path) -
     assert lake.version(SITE_WINDOW_STATS.name) == 1
 
 
+def test_the_upkeep_goes_on_when_cleaning_the_log_fails(
+    settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another cleaner (a stream's compactor) deleting the same log entries at once makes the
+    cleaning raise: the upkeep logs it and finishes, as a longer log costs only time."""
+    lake = Lake.of(settings)
+    batches, _ = bronze_batches(settings, 2)
+    for batch in batches:
+        lake.append(TELEMETRY_RAW, batch)
+
+    def entry_already_gone(table: DeltaTable) -> None:
+        raise FileNotFoundError("00000000000000000001.json")
+
+    monkeypatch.setattr(DeltaTable, "cleanup_metadata", entry_already_gone)
+    done = lake.maintain(TELEMETRY_RAW.name, retention_hours=0)
+    assert done["files_removed"] >= len(batches)  # compacted and vacuumed all the same
+    assert "cleaning the log of telemetry_raw failed" in caplog.text
+
+
 def test_the_upkeep_runs_every_night_on_its_configured_cron() -> None:
     assert maintain_schedule(Settings()).cron_schedule == "0 3 * * *"
     settings = Settings.from_env({"BETLAKE_MAINTAIN_CRON": "0 4 * * 0"})
