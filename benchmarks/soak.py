@@ -11,6 +11,7 @@ event that let the watermark pass the window's end) is computed. Prints the seri
 targets (RSS within +-10 % of its mean after the first 5 minutes, publish delay p95 <= 2 s in
 every minute) and draws them as a PNG; then checks gold against the truth recomputed from
 bronze, to the cent, and each window's first ON_TIME figure against the truth's event count.
+When they agree, the job's log is kept beside the plot (``soak.job.log``), the rest deleted.
 
     .venv/bin/python -m benchmarks.soak [--rate 10000] [--minutes 30] [--speedup 60]
         [--out reports/soak.png]
@@ -178,7 +179,9 @@ def main() -> None:
     report(args, sent, samples, published, fired, began)
     print("\n".join(checks))
     print(commit_rates(settings, sent["ended"] - sent["began"]))
-    if equal:
+    if equal:  # the job's log is kept beside the plot: what it did is worth reading either way
+        shutil.copyfile(work / "job.log", args.out.with_suffix(".job.log"))
+        print(f"the job's log: {args.out.with_suffix('.job.log')}")
         shutil.rmtree(work, ignore_errors=True)
     else:
         print(f"the lake and the job's log are kept in {work}")
