@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from benchmarks.reprocess_day import machine
+from benchmarks.common import machine
 from benchmarks.stream_throughput import rss_mib
 from betlake.core.contract import NEWER_PANE, SITE_WINDOW_STATS, TELEMETRY_REJECTED
 from betlake.core.lake import Lake

@@ -11,6 +11,10 @@ Prints lines/s, CPU per line (worker processes included) and the ratio, and chec
 run against the generator: exactly its N valid events stored, once each.
 
     .venv/bin/python -m benchmarks.ingest [--events 2000000] [--repeats 3]
+
+The worker processes of an ingest import this module again (it is the main one): the Delta and
+DuckDB modules are imported where they are used, so they load only what ``betlake ingest``'s
+workers load.
 """
 
 from __future__ import annotations
@@ -25,13 +29,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import duckdb
 from rich.progress import track
 
-from benchmarks.reprocess_day import DAY, PROJECT, cpu_seconds, machine
+from benchmarks.common import DAY, REFERENCE, machine, own_cpu_seconds
 from betlake.core.config import Settings
 from betlake.core.ingest import ingest_files
-from betlake.core.lake import Lake
 from betlake.local.generate import TelemetrySpec, generate_telemetry
 
 HOURS = 24
@@ -39,7 +41,7 @@ HOURS = 24
 
 def _write_part(job: tuple[TelemetrySpec, Path]) -> Path:
     spec, path = job
-    reference = PROJECT / "data" / "reference"
+    reference = REFERENCE
     path.write_text("".join(f"{line}\n" for _, line in generate_telemetry(spec, reference)))
     return path
 
@@ -60,14 +62,16 @@ def write_day(events: int, path: Path) -> None:
 def betlake_run(path: Path, work: Path, events: int) -> tuple[float, float, int]:
     """Seconds and CPU seconds of one ingest into a fresh lake, and its lines; fails unless
     it stored exactly the generator's ``events``, once each."""
+    from betlake.core.lake import Lake
+
     lake_path = work / "lake"
     shutil.rmtree(lake_path, ignore_errors=True)
     settings = Settings.from_env(
-        {"BETLAKE_LAKE": str(lake_path), "BETLAKE_REFERENCE": str(PROJECT / "data/reference")}
+        {"BETLAKE_LAKE": str(lake_path), "BETLAKE_REFERENCE": str(REFERENCE)}
     )
-    began, cpu = time.perf_counter(), cpu_seconds()
+    began, cpu = time.perf_counter(), own_cpu_seconds()
     report = ingest_files(settings, [path], show_progress=False)
-    seconds, cpu = time.perf_counter() - began, cpu_seconds() - cpu
+    seconds, cpu = time.perf_counter() - began, own_cpu_seconds() - cpu
     stored, distinct = Lake.of(settings).connect().execute(
         "SELECT count(*), count(DISTINCT event_id) FROM telemetry_raw"
     ).fetchone()  # fmt: skip
@@ -79,12 +83,14 @@ def betlake_run(path: Path, work: Path, events: int) -> tuple[float, float, int]
 
 def duckdb_run(path: Path, work: Path) -> tuple[float, float]:
     """Seconds and CPU seconds of DuckDB reading the file into one Parquet file."""
+    import duckdb
+
     target = work / "duckdb.parquet"
-    began, cpu = time.perf_counter(), cpu_seconds()
+    began, cpu = time.perf_counter(), own_cpu_seconds()
     with duckdb.connect() as con:
         con.execute(f"COPY (SELECT * FROM read_ndjson('{path}', ignore_errors = true)) "
                     f"TO '{target}' (FORMAT parquet)")  # fmt: skip
-    seconds, cpu = time.perf_counter() - began, cpu_seconds() - cpu
+    seconds, cpu = time.perf_counter() - began, own_cpu_seconds() - cpu
     target.unlink()
     return seconds, cpu
 

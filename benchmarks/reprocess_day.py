@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -31,6 +29,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from benchmarks.common import DAY, PROJECT, REFERENCE, machine, own_cpu_seconds
 from betlake.core.config import Settings
 from betlake.core.contract import PARTITION_FORMAT
 from betlake.core.ingest import ingest_files
@@ -38,9 +37,6 @@ from betlake.core.lake import Lake
 from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
 from betlake.local.generate import TelemetrySpec, generate_telemetry
 from streaming.runners import local_dask_cluster
-
-PROJECT = Path(__file__).resolve().parents[1]
-DAY = datetime(2026, 11, 24, tzinfo=UTC)
 
 DUCKDB_FIGURES = """
 WITH ev AS (
@@ -76,28 +72,10 @@ FROM site_window_stats ORDER BY window_start, site_id
 """
 
 
-def machine() -> str:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, Python {platform.python_version()}"
-
-
 def timed(step) -> float:
     began = time.perf_counter()
     step()
     return time.perf_counter() - began
-
-
-def cpu_seconds() -> float:
-    """CPU seconds used so far by this process and its finished children (worker processes)."""
-    own, children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main() -> None:
@@ -116,7 +94,7 @@ def main() -> None:
     home.mkdir()
     shutil.copy(PROJECT / "dagster_home" / "dagster.yaml", home)
     env = {**os.environ, "BETLAKE_LAKE": str(work / "lake"), "DAGSTER_HOME": str(home)}
-    settings = Settings.from_env(env | {"BETLAKE_REFERENCE": str(PROJECT / "data/reference")})
+    settings = Settings.from_env(env | {"BETLAKE_REFERENCE": str(REFERENCE)})
     lake = Lake.of(settings)
     print(f"machine: {machine()}")
 
@@ -127,9 +105,9 @@ def main() -> None:
     print(f"generated {args.events:,} events in {seconds:.1f}s")
     for table in REFERENCE_TABLES:
         lake.overwrite(table, read_reference_csv(table, settings.reference, datetime.now(UTC)))
-    began, cpu = time.perf_counter(), cpu_seconds()
+    began, cpu = time.perf_counter(), own_cpu_seconds()
     report = ingest_files(settings, [telemetry])
-    seconds, cpu = time.perf_counter() - began, cpu_seconds() - cpu
+    seconds, cpu = time.perf_counter() - began, own_cpu_seconds() - cpu
     print(f"ingested: {report} in {seconds:.1f}s ({report.lines / seconds:,.0f} lines/s; CPU "
           f"{cpu:.1f}s, its worker processes included: {report.lines / cpu:,.0f} lines per "
           f"CPU second)")  # fmt: skip

@@ -38,7 +38,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from benchmarks.reprocess_day import machine
+from benchmarks.common import machine
 from benchmarks.stream_throughput import (
     cpu_seconds,
     first_on_time,

@@ -22,6 +22,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks.common import PROJECT, REFERENCE
 from betlake.core.config import Settings
 from betlake.core.lake import Lake
 from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
@@ -29,7 +30,6 @@ from betlake.local import broker
 from betlake.local import nats as nats_server
 from betlake.local import pubsub as pubsub_emulator
 
-PROJECT = Path(__file__).resolve().parents[1]
 DRAIN = 10  # seconds: --drain-when-idle
 
 
@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, ExitStack() as servers:
         work = Path(folder)
-        env = {"BETLAKE_REFERENCE": str(PROJECT / "data" / "reference"),
+        env = {"BETLAKE_REFERENCE": str(REFERENCE),
                "BETLAKE_KAFKA_BOOTSTRAP": f"127.0.0.1:{broker.free_port_pair()}",
                "BETLAKE_NATS_URL": f"nats://127.0.0.1:{broker.free_port_pair()}",
                "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{broker.free_port_pair()}",

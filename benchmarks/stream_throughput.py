@@ -57,9 +57,9 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.progress import track
 
+from benchmarks.common import PROJECT, REFERENCE, machine
 from benchmarks.peers import PEERS, run_peer
 from benchmarks.profile import Profile
-from benchmarks.reprocess_day import machine
 from betlake.core.config import Settings
 from betlake.core.contract import TELEMETRY_RAW, RawBatch, validate
 from betlake.core.kafka import (
@@ -82,8 +82,6 @@ from streaming.job import run_stream
 from streaming.runners import pipeline_options
 from tests.kafka_topics import read_topic
 
-PROJECT = Path(__file__).resolve().parents[1]
-REFERENCE = PROJECT / "data" / "reference"
 DRAIN_IDLE = 5  # seconds: run_stream(drain_when_idle=...)
 
 

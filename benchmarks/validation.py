@@ -14,8 +14,7 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
-from benchmarks.reprocess_day import machine
-from benchmarks.stream_throughput import REFERENCE
+from benchmarks.common import REFERENCE, machine
 from betlake.core import contract
 from betlake.core.contract import RawBatch, validate
 from betlake.local.generate import TelemetrySpec, generate_telemetry

@@ -42,7 +42,6 @@ from betlake.core.contract import (
     Validated,
     validate,
 )
-from betlake.core.lake import KeyIndex, Lake
 
 CHUNK_BYTES = 32 << 20  # about 130,000 lines of telemetry
 
@@ -179,6 +178,8 @@ def ingest_files(settings: Settings, paths: list[Path], show_progress: bool = Tr
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise BetlakeError(f"no such file: {', '.join(missing)}")
+    from betlake.core.lake import KeyIndex, Lake  # here: the workers import this module
+
     lake = Lake.of(settings)
     stored_events = KeyIndex(lake, TELEMETRY_RAW)
     report = IngestReport()

@@ -4,6 +4,8 @@ validated once, under its own line number."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,16 @@ def test_an_empty_file_has_no_chunk(tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_bytes(b"")
     assert list(ingest._chunks(path)) == []
+
+
+@pytest.mark.parametrize("main_module", ["betlake.core.ingest", "benchmarks.ingest"])
+def test_the_workers_import_no_lake_or_beam(main_module: str) -> None:
+    """A worker process imports the ingest module and the parent's main module before its first
+    chunk, on each of two cores: Delta, DuckDB and Beam cost it about a second of CPU (about
+    half the benchmark's workers' own import time) and it uses none of them."""
+    heavy = ("deltalake", "duckdb", "apache_beam", "pyarrow.dataset", "dagster")
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import sys, {main_module}; print(*sorted(sys.modules))"],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2],
+    ).stdout.split()  # fmt: skip
+    assert [name for name in heavy if name in loaded] == []
