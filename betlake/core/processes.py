@@ -6,6 +6,7 @@ keeps that disposition; these helpers put the defaults back.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; absent elsewhere
 
 
 def restore_default_signals() -> None:
@@ -42,3 +44,12 @@ def wait_in_main_thread(event: threading.Event) -> None:
     thread only, and a main thread blocked on a lock with no timeout is never woken to run it."""
     while not event.wait(0.5):
         pass
+
+
+def give_back_free_memory() -> None:
+    """Hand the C heap's free pages back to the system. glibc returns only the free memory at
+    the top of a heap: what is freed below memory still in use stays in the process, so a
+    long-running one's RSS creeps up as its heap fragments (the stream's soak: the heap's free
+    part grew 4-5 MiB a minute). Nothing where the C library has no ``malloc_trim``."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
