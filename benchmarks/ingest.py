@@ -41,8 +41,7 @@ HOURS = 24
 
 def _write_part(job: tuple[TelemetrySpec, Path]) -> Path:
     spec, path = job
-    reference = REFERENCE
-    path.write_text("".join(f"{line}\n" for _, line in generate_telemetry(spec, reference)))
+    path.write_text("".join(f"{line}\n" for _, line in generate_telemetry(spec, REFERENCE)))
     return path
 
 

@@ -206,6 +206,7 @@ class Lake:
 
     def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
         self.root = root.rstrip("/")
+        self.local = "://" not in self.root  # a folder, not an object store
         self.storage_options = storage_options
         self._held: dict[str, _Held] = {}  # the tables this lake has opened (see held)
         self._held_lock = threading.Lock()
@@ -274,7 +275,7 @@ class Lake:
         covers) a checkpoint after it: a look-up or two, where delta-rs brings a table forward
         by listing the whole log folder, a cost that grows with every version the log keeps
         (``benchmarks/commit_cost``). Elsewhere (object stores list from an offset): always."""
-        if "://" in self.root:
+        if not self.local:
             return True
         log_folder = f"{self.uri(name)}/_delta_log"
         if os.path.exists(f"{log_folder}/{version + 1:020d}.json"):
@@ -473,7 +474,7 @@ class Lake:
                 if table is None:
                     continue
                 files = table.file_uris()
-                if "://" in self.root or not files:
+                if not self.local or not files:
                     con.register(name, table.to_pyarrow_dataset())
                     continue
             listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
