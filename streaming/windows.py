@@ -56,7 +56,6 @@ class SiteWindow:
     """The running figures of one site in one window; money sums are exact, unrounded EUR.
     Player ids are kept as distinct Arrow arrays: compact in state, cheap to encode."""
 
-    window_start_us: int = 0  # which window: named in the figures, not by Beam's windows
     events: int = 0
     players: pa.Array = field(default_factory=_no_players)
     vip_players: pa.Array = field(default_factory=_no_players)
@@ -83,6 +82,17 @@ class SiteWindow:
         return self
 
 
+Sites = dict[str, SiteWindow]  # site_id -> its figures, in one window
+
+
+def merge_sites(into: Sites, other: Sites) -> Sites:
+    """Add each site's figures of ``other`` into ``into`` and return it (``other`` is left as
+    it was: an element is never changed)."""
+    for site_id, figures in other.items():
+        into[site_id] = into.get(site_id, SiteWindow()).merge(figures)
+    return into
+
+
 def _compact(values: pa.Array) -> pa.Array:
     """A slice as an array of its own (a pickled slice may carry its parent's buffers)."""
     return pa.concat_arrays([values]) if len(values) else _no_players()
@@ -93,10 +103,10 @@ def _cents(value: Decimal) -> Decimal:
 
 
 class PreAggregateFn(beam.DoFn):
-    """An Arrow batch of events -> one ``(site_id, SiteWindow)`` per (window, site) in it.
+    """An Arrow batch of events -> one ``(window start, Sites)`` per window in it.
 
     Joins the reference snapshot (site currency, VIP players, EUR rates) with vectorised
-    kernels; each output names its window and keeps the batch's timestamp (see WindowPanesFn).
+    kernels; each output keeps the batch's timestamp (see WindowPanesFn).
     """
 
     def __init__(self, windowing: Windowing, lake: Lake) -> None:
@@ -149,11 +159,11 @@ class PreAggregateFn(beam.DoFn):
         )
         players = partials.column("player_id_distinct").combine_chunks()
         vip_players = partials.column("vip_player_distinct").combine_chunks()
+        windows: dict[int, Sites] = {}
         for i, row in enumerate(
             partials.drop_columns(["player_id_distinct", "vip_player_distinct"]).to_pylist()
         ):
-            partial = SiteWindow(
-                window_start_us=row["window_start"],
+            windows.setdefault(row["window_start"], {})[row["site_id"]] = SiteWindow(
                 events=row["player_id_count"],
                 players=_compact(players[i].values),
                 vip_players=_compact(vip_players[i].values),
@@ -162,25 +172,25 @@ class PreAggregateFn(beam.DoFn):
                 unpriced_events=row["unpriced_sum"],
                 **{name: row[f"{name}_sum"] or Decimal(0) for name in _MONEY_SUMS},
             )
-            yield row["site_id"], partial
+        yield from windows.items()
 
 
-class MergeSiteWindowsFn(beam.CombineFn):
-    """Merges the partial figures of one site in one window."""
+class MergeSitesFn(beam.CombineFn):
+    """Merges the partial figures of one window, site by site."""
 
-    def create_accumulator(self) -> SiteWindow:
-        return SiteWindow()
+    def create_accumulator(self) -> Sites:
+        return {}
 
-    def add_input(self, accumulator: SiteWindow, partial: SiteWindow) -> SiteWindow:
-        return accumulator.merge(partial)
+    def add_input(self, accumulator: Sites, partial: Sites) -> Sites:
+        return merge_sites(accumulator, partial)
 
-    def merge_accumulators(self, accumulators) -> SiteWindow:
-        merged = SiteWindow()
+    def merge_accumulators(self, accumulators) -> Sites:
+        merged: Sites = {}
         for accumulator in accumulators:
-            merged.merge(accumulator)
+            merge_sites(merged, accumulator)
         return merged
 
-    def extract_output(self, accumulator: SiteWindow) -> SiteWindow:
+    def extract_output(self, accumulator: Sites) -> Sites:
         return accumulator
 
 
@@ -195,39 +205,35 @@ class SitePane(NamedTuple):
     timing: int
 
 
-def key_by_window(element: tuple[str, SiteWindow]) -> tuple[tuple[int, str], SiteWindow]:
-    """``(site_id, partial)`` -> ``((window start, site_id), partial)``: the window is named in
-    the key, not by Beam's windows (see :class:`SiteWindowStats`)."""
-    site_id, partial = element
-    return (partial.window_start_us, site_id), partial
-
-
 class BatchPaneFn(beam.DoFn):
-    """``((window start, site_id), figures)`` -> the window's one :class:`SitePane`."""
+    """``(window start, Sites)`` -> the window's one :class:`SitePane` per site."""
 
     def __init__(self, windowing: Windowing) -> None:
         self.size_us = windowing.window_us
 
-    def process(self, element: tuple[tuple[int, str], SiteWindow]):
-        (start, site_id), figures = element
-        yield SitePane(site_id, start, start + self.size_us, figures, PaneInfoTiming.ON_TIME)
+    def process(self, element: tuple[int, Sites]):
+        start, sites = element
+        for site_id, figures in sites.items():
+            yield SitePane(site_id, start, start + self.size_us, figures, PaneInfoTiming.ON_TIME)
 
 
 class WindowPanesFn(beam.DoFn):
-    """``((window start, site_id), partial)`` -> a :class:`SitePane` per firing, each with the
-    window's whole figures: ON_TIME once the watermark passes the window's end, then LATE at
-    once for every partial that comes after, until the allowed lateness has passed.
+    """``(window start, Sites)`` partials -> a :class:`SitePane` per site and firing, each
+    with the site's whole figures in the window: ON_TIME for every site once the watermark
+    passes the window's end, then LATE at once for each site of every partial that comes
+    after, until the allowed lateness has passed.
 
-    Per (window, site) state and event-time timers rather than Beam's windows and triggers: on
+    Per-window state and event-time timers rather than Beam's windows and triggers: on
     Prism (Beam 2.77) a GroupByKey dropped the partials that reached it in the bundle that moved
     the watermark past their window's end (the soak's figure check: the last read of most
     windows was missing from gold, and no LATE pane brought it). A partial keeps the timestamp
     of the read it came from, which held the watermark until it was read.
     """
 
-    # One state value per key, (phase, figures): on Prism every read of a state the bundle
+    # One state value per window, (phase, sites): on Prism every read of a state the bundle
     # has not written is a round trip to the runner (it gives no cache tokens), so one value
-    # read once per key and bundle, not two read at every partial.
+    # read once per window and bundle, not one per site (a read touches every site of its
+    # windows) or two per partial.
     WINDOW = ReadModifyWriteStateSpec("window", PickleCoder())
     END = TimerSpec("end", TimeDomain.WATERMARK)
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
@@ -239,33 +245,34 @@ class WindowPanesFn(beam.DoFn):
 
     def process(
         self,
-        element: tuple[tuple[int, str], SiteWindow],
+        element: tuple[int, Sites],
         window=beam.DoFn.StateParam(WINDOW),
         end=beam.DoFn.TimerParam(END),
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
-        (start, site_id), partial = element
+        start, partial = element
         kept = window.read()
         if kept is None:  # the window's first partial: its timers
             end.set(Timestamp(micros=start + self.size_us - 1))  # the window's last µs
             expiry.set(Timestamp(micros=start + self.size_us + self.keep_us))
-            kept = (self.OPEN, SiteWindow(window_start_us=start))
+            kept = (self.OPEN, {})
         reached, running = kept
         if reached == self.CLOSED:  # past the lateness: the source left it out
             return
-        window.write((reached, running.merge(partial)))
+        window.write((reached, merge_sites(running, partial)))
         if reached == self.FIRED:
-            yield self._pane(start, site_id, running, PaneInfoTiming.LATE)
+            yield from self._panes(start, running, partial, PaneInfoTiming.LATE)
 
     @on_timer(END)
-    def on_time(self, key=beam.DoFn.KeyParam, window=beam.DoFn.StateParam(WINDOW)):
-        start, site_id = key
-        _, figures = window.read() or (self.OPEN, SiteWindow(window_start_us=start))
-        window.write((self.FIRED, figures))
-        yield self._pane(start, site_id, figures, PaneInfoTiming.ON_TIME)
+    def on_time(self, start=beam.DoFn.KeyParam, window=beam.DoFn.StateParam(WINDOW)):
+        _, sites = window.read() or (self.OPEN, {})
+        window.write((self.FIRED, sites))
+        yield from self._panes(start, sites, sites, PaneInfoTiming.ON_TIME)
 
-    def _pane(self, start: int, site_id: str, figures: SiteWindow, timing: int) -> SitePane:
-        return SitePane(site_id, start, start + self.size_us, figures, timing)
+    def _panes(self, start: int, sites: Sites, which: Sites, timing: int):
+        """The panes of the sites in ``which``, with their figures in ``sites``."""
+        for site_id in which:
+            yield SitePane(site_id, start, start + self.size_us, sites[site_id], timing)
 
     @on_timer(EXPIRY)
     def forget(
@@ -326,14 +333,15 @@ class ToStatsRowFn(beam.DoFn):
 class SiteWindowStats(beam.PTransform):
     """Arrow batches of validated events -> ``site_window_stats`` rows, one per firing.
 
-    Fixed event-time windows aligned to the epoch, named in the key (window start, site) rather
-    than by Beam's windows, in both shapes. The reference data is read from the lake and
-    reloaded when it changes. Two shapes of the same transform:
+    Fixed event-time windows aligned to the epoch, named in the key (the window's start) rather
+    than by Beam's windows, in both shapes; each window's value holds its sites' figures. The
+    reference data is read from the lake and reloaded when it changes. Two shapes of the same
+    transform:
 
     * streaming: a pane fires when the watermark passes the window's end (ON_TIME), then once
       per late partial (LATE) for as long as the window is kept
       (the allowed lateness; the source already left too-late events out);
-      every pane carries the window's whole current value (:class:`WindowPanesFn`);
+      every pane carries the site's whole figures in the window (:class:`WindowPanesFn`);
     * batch (``batch=True``): every window gives exactly one row (BATCH), nothing to
       accumulate: the same partials and merge, on any batch runner, the DaskRunner included.
     """
@@ -345,15 +353,11 @@ class SiteWindowStats(beam.PTransform):
         self.batch = batch
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        partials = (
-            batches
-            | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.windowing, self.lake))
-            | "KeyByWindowAndSite" >> beam.Map(key_by_window)
-        )
+        partials = batches | "PreAggregate" >> beam.ParDo(PreAggregateFn(self.windowing, self.lake))
         if self.batch:
             panes = (
                 partials
-                | "MergePerWindowAndSite" >> beam.CombinePerKey(MergeSiteWindowsFn())
+                | "MergePerWindow" >> beam.CombinePerKey(MergeSitesFn())
                 | "BatchPane" >> beam.ParDo(BatchPaneFn(self.windowing))
             )
         else:

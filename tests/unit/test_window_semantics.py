@@ -32,7 +32,7 @@ from betlake.core.contract import SITE_WINDOW_STATS, TELEMETRY_RAW, RawBatch, va
 from betlake.core.lake import Lake
 from betlake.core.windowing import Windowing
 from streaming.batch import reprocess
-from streaming.windows import SiteWindowStats
+from streaming.windows import PreAggregateFn, SiteWindowStats, merge_sites
 
 WINDOW = 300
 LATENESS = 900
@@ -192,6 +192,26 @@ def test_on_time_pane_has_exact_figures_once_per_site(
     rows = run(settings, stream)
 
     assert sorted(rows, key=key) == scenario_rows("ON_TIME")
+
+
+def test_a_batch_gives_one_partial_per_window_holding_its_sites(loaded_lake: Lake) -> None:
+    """The window stage's state is keyed by window (one Prism round trip per window a read
+    touches, not one per site): a batch's partials are one per window, with each site's
+    figures, and merging leaves the merged partial as it was."""
+    pre_aggregate = PreAggregateFn(RULES, loaded_lake)
+    pre_aggregate.setup()
+    first, second = (dict(pre_aggregate.process(batch(*events).value)) for events in SCENARIO)
+    a, b = (Timestamp.from_utc_datetime(t).micros for t in (A, B))
+
+    assert {start: sorted(sites) for start, sites in first.items()} == {a: ["s-gb"]}
+    assert {start: sorted(sites) for start, sites in second.items()} == {
+        a: ["s-ie", "s-jp"], b: ["s-gb"]}  # fmt: skip
+    merged = merge_sites(merge_sites({}, first[a]), second[a])
+    assert {site: figures.events for site, figures in merged.items()} == {
+        "s-gb": 5, "s-ie": 2, "s-jp": 1}  # fmt: skip
+    merge_sites(merged, second[b])  # s-gb again (the window does not matter here)
+    assert merged["s-gb"].events == 6
+    assert [first[a]["s-gb"].events, second[b]["s-gb"].events] == [5, 1]
 
 
 def test_batch_run_gives_the_same_figures(batch_settings: Settings, loaded_lake: Lake) -> None:
