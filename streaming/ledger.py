@@ -103,23 +103,26 @@ class EventLedger:
         """Split one read's events (in arrival order): an event bronze has keeps its stored
         flag; a new one takes ``late_by_watermark``. Only events on time by both are counted:
         an on-time event of a window the watermark has closed was counted when it was open."""
-        n = len(event_ids)
-        late, store, count = (np.zeros(n, dtype=bool) for _ in range(3))
+        late, store, count = [], [], []  # lists, then arrays: a numpy item set is slow
         with self.lock:
             windows = self._windows_of(window_starts)
-            for i, (event_id, start) in enumerate(zip(event_ids, window_starts.tolist(),
-                                                      strict=True)):  # fmt: skip
+            counting = {start: self.counted.setdefault(start, set())
+                        for start in windows if start in self.flags}  # fmt: skip
+            reads = zip(event_ids, window_starts.tolist(), late_by_watermark.tolist(), strict=True)
+            for event_id, start, late_now in reads:
                 flags = windows[start]
                 stored = flags.get(event_id)
+                store.append(stored is None)
                 if stored is None:
-                    stored = flags[event_id] = bool(late_by_watermark[i])
-                    store[i] = True
-                late[i] = stored
-                if not stored and not late_by_watermark[i] and start in self.flags:
-                    counted = self.counted.setdefault(start, set())
-                    if event_id not in counted:
-                        counted.add(event_id)
-                        count[i] = True
+                    stored = flags[event_id] = late_now
+                late.append(stored)
+                counted = None if stored or late_now else counting.get(start)
+                if counted is None or event_id in counted:
+                    count.append(False)
+                else:
+                    counted.add(event_id)
+                    count.append(True)
+        late, store, count = (np.array(column, dtype=bool) for column in (late, store, count))
         return Decision(late=late, store=store, count=count)
 
     def _windows_of(self, window_starts: np.ndarray) -> dict[int, dict | ClosedWindow]:
