@@ -233,6 +233,7 @@ class Sent:
     offset: int | None = None  # Kafka: its offset; NATS: its stream sequence (0: a duplicate)
     origin: str | None = None  # where bronze says it came from (None: dropped as a duplicate)
     delivered: bool = False
+    delivered_at: float = 0.0  # wall clock of its delivery report
 
 
 _TIME_FORMATS = (0.6, 0.8)
@@ -278,6 +279,7 @@ class KafkaSender:
         def delivered(error, message, sent: Sent = sent) -> None:
             if error is None:
                 sent.offset, sent.delivered = message.offset(), True
+                sent.delivered_at = time.time()
                 sent.origin = f"kafka:{self.topic}:{message.partition()}:{message.offset()}"
 
         self.out.produce(self.topic, sent.line.encode(), sent.key.encode(),
@@ -308,6 +310,7 @@ class NatsSender:
     def send(self, sent: Sent) -> None:
         for _, sequence, _ in self.client.publish([(sent.key, sent.line.encode())]):
             sent.offset, sent.delivered = sequence, True
+            sent.delivered_at = time.time()
             sent.origin = f"nats:{self.stream}:{sequence}" if sequence else None
 
     def wait(self, seconds: float) -> None:
@@ -343,6 +346,7 @@ class PubSubSender:
         for sent, future in self.pending:
             if block or future.done():
                 sent.origin, sent.delivered = f"pubsub:{self.name}:{future.result(60)}", True
+                sent.delivered_at = time.time()
             else:
                 left.append((sent, future))
         self.pending = left
@@ -630,7 +634,8 @@ def _describe(sent: Sent, kills: list[float]) -> str:
     since = f", {min(after):.0f}s after a kill" if after else ""
     return (f"{sent.event_id or sent.reason} ({sent.category}, p{sent.partition}@{sent.offset}, "
             f"{(sent.sent_at * 1e6 - sent.event_us) / 1e6 if sent.event_us else 0:.0f}s behind, "
-            f"sent at +{sent.planned:.0f}s{since})")  # fmt: skip
+            f"sent at +{sent.planned:.0f}s, delivered {sent.delivered_at - sent.sent_at:.1f}s "
+            f"later{since})")  # fmt: skip
 
 
 def check_read_everything(settings: Settings, sent: list[Sent]) -> list[str]:
