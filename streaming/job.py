@@ -135,6 +135,9 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
         if failure and not asked.is_set():  # a cancelled job reports itself as failed
             raise failure[0]
         totals, positions = counters(result), counters(result, PARTITION_METRICS)
+        # The runner stops next, with the worker's channels to it still open: their threads'
+        # complaints (a drained run's state stream, reset by the runner) are not errors.
+        _quiet_shutdown()
     close_reporters()
     sys.stderr = sys.__stderr__
     if drain_when_idle is not None and not asked.is_set():
@@ -177,9 +180,9 @@ class _DebugLog(io.TextIOBase):
 
 
 def _quiet_shutdown() -> None:
-    """A stop asked for is not an error: the runner's and the worker threads' complaints about
-    the cancelled pipeline (closed streams, failed bundles; Beam's worker prints the traceback
-    of a failed bundle to stderr itself) go to the debug log until the job returns."""
+    """A stop is not an error: the runner's and the worker threads' complaints about a
+    cancelled or finished pipeline (closed streams, failed bundles; Beam's worker prints the
+    traceback of a failed bundle to stderr itself) go to the debug log until the job returns."""
     for name in ("betlake.prism", "apache_beam"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     sys.stderr = _DebugLog()
