@@ -1,8 +1,11 @@
-"""Benchmark: the contract's validation of a batch of generated messages, CPU per message.
+"""Benchmark: the contract's validation of a batch of generated messages, CPU per message,
+and the stream's next step, the event ledger's lateness decisions, CPU per event.
 
 Generates N messages (valid events with duplicates, malformed and late ones, as the stream
 benchmark's backlog), validates them as one batch --repeats times after a warm-up, and prints
-the median CPU time per message and how many of them the batch path (plain messages) took.
+the median CPU time per message and how many of them the batch path (plain messages) took;
+then has a fresh :class:`~streaming.ledger.EventLedger` (bronze empty) decide the valid events
+in reads of the stream's size, --repeats times, and prints the median CPU time per event.
 
     .venv/bin/python -m benchmarks.validation [--messages 50000] [--repeats 5]
 """
@@ -14,10 +17,17 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from benchmarks.common import REFERENCE, machine
 from betlake.core import contract
-from betlake.core.contract import RawBatch, validate
+from betlake.core.contract import TELEMETRY_RAW, RawBatch, validate
+from betlake.core.kafka import READ_BATCH
+from betlake.core.windowing import Windowing
 from betlake.local.generate import TelemetrySpec, generate_telemetry
+from streaming.ledger import EventLedger
 
 
 def main() -> None:
@@ -41,6 +51,23 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"validate {n:,} messages: median {seconds / n * 1e6:.2f} us CPU per message "
           f"({n / seconds:,.0f} per CPU second); {plain:,} decided by the batch path")  # fmt: skip
+    events = validate(batch, window_seconds=300, max_clock_skew_seconds=300).events
+    decide = statistics.median(ledger_seconds(events) for _ in range(args.repeats))
+    print(f"ledger: {events.num_rows:,} events decided in reads of {READ_BATCH:,}: median "
+          f"{decide / events.num_rows * 1e6:.2f} us CPU per event")  # fmt: skip
+
+
+def ledger_seconds(events: pa.Table) -> float:
+    """CPU seconds a fresh ledger takes to decide ``events``, read by read, as the stream does
+    (the ids as a list, window starts and lateness as arrays; none late by the watermark)."""
+    ledger = EventLedger(lambda _: TELEMETRY_RAW.schema.empty_table(), [0], Windowing(300, 30, 900))
+    spent = 0.0
+    for read in events.to_batches(READ_BATCH):
+        starts = pc.cast(read.column("window_start"), pa.int64()).to_numpy()
+        began = time.process_time()
+        ledger.decide(read.column("event_id").to_pylist(), starts, np.zeros(len(starts), bool))
+        spent += time.process_time() - began
+    return spent
 
 
 if __name__ == "__main__":
