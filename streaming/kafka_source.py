@@ -356,8 +356,14 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             claimed.append(message)
         now = time.monotonic()
         before = estimator.current_watermark()
-        if claimed:
+        if len(claimed) < len(polled):
+            # The runner split the restriction during the read (a checkpoint: Dataflow's are
+            # periodic): the messages polled past its end are the residual's, and the consumer
+            # is past them; the residual's first read re-assigns it where they begin.
+            reads.positions.pop(partition, None)
+        elif claimed:
             reads.positions[partition] = claimed[-1].offset() + 1
+        if claimed:
             beam.metrics.Metrics.counter(PARTITION_METRICS, f"read_{partition}").inc(len(claimed))
             decided = self._validate(partition, claimed, before)
             clock.observe(decided.latest_event_us, now)
