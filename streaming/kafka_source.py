@@ -104,17 +104,22 @@ class TopicEnds:
         self.settings, self.partitions = settings, partitions
         self.ends: dict[int, int] | None = None
         self.moved = self.polled = time.monotonic()
+        # Readers of several partitions poll at once: one waits for the other's answer. Given
+        # the ends as they were while a poll was under way, with ``moved`` from the last poll
+        # (none for as long as every read found messages), a reader took a busy topic for quiet.
+        self.lock = threading.Lock()
 
     def poll(self, consumer, now: float) -> dict[int, int] | None:
         """The end offsets (None while Kafka does not answer: then nothing is quiet)."""
-        if self.ends is not None and now - self.polled < 1:
-            return self.ends
-        self.polled = now
-        ends = end_offsets(consumer, self.settings, self.partitions)
-        if ends is None or ends != self.ends:
-            self.moved = now
-        self.ends = ends
-        return ends
+        with self.lock:
+            if self.ends is not None and now - self.polled < 1:
+                return self.ends
+            self.polled = now
+            ends = end_offsets(consumer, self.settings, self.partitions)
+            if ends is None or ends != self.ends:
+                self.moved = now
+            self.ends = ends
+            return ends
 
     def quiet_for(self, now: float) -> float:
         return now - self.moved
