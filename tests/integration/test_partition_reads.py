@@ -21,12 +21,17 @@ from streaming.kafka_source import END_OF_PARTITION, ReadPartitionsFn, StoredRea
 pytestmark = pytest.mark.integration
 
 
-def read_once(reader: ReadPartitionsFn, start: int, stop: int = END_OF_PARTITION) -> StoredRead:
-    """One read of partition 0 from ``start`` (up to ``stop``: a restriction the runner split),
-    as the runner makes it."""
+def outputs_of(reader: ReadPartitionsFn, start: int, stop: int = END_OF_PARTITION) -> list:
+    """What one read of partition 0 from ``start`` outputs (up to ``stop``: a restriction the
+    runner split), as the runner makes it."""
     tracker = ThreadsafeRestrictionTracker(_InOrderTracker(OffsetRange(start, stop)))
     estimator = ManualWatermarkEstimator(None)
-    outputs = list(reader.process(0, tracker=RestrictionTrackerView(tracker), estimator=estimator))
+    return list(reader.process(0, tracker=RestrictionTrackerView(tracker), estimator=estimator))
+
+
+def read_once(reader: ReadPartitionsFn, start: int) -> StoredRead:
+    """One read of partition 0 from ``start``: its one output."""
+    outputs = outputs_of(reader, start)
     assert len(outputs) == 1
     return outputs[0].value
 
@@ -71,12 +76,14 @@ def test_a_workers_reader_instances_share_each_partitions_consumer_and_clock(
     assert reads.closing and reads.consumers == {}  # the last one closed the consumers
 
 
-def test_a_read_cut_short_by_a_split_leaves_the_rest_to_the_residual(
+def test_a_read_split_before_its_claim_leaves_what_it_polled_to_the_residual(
     stream_settings: Settings,
 ) -> None:
-    """A runner may split a partition's restriction while a read claims its messages (Prism
-    splits a slow bundle; Dataflow checkpoints periodically): what the read polled past the
-    split is the residual's, whose first read must deliver it, not the messages after it."""
+    """A runner may split a partition's restriction while a read polls (a checkpoint: Prism
+    splits a slow bundle; Dataflow checkpoints periodically). The read claims its messages at
+    once, so the split comes before that claim (the primary is empty, the read outputs nothing)
+    or after it; before, what the read polled is the residual's, whose first read must deliver
+    it, not the messages after it."""
     # (the first test's: 30 or more messages in partition 0)
     spec = TelemetrySpec(count=400, start=datetime(2026, 11, 24, tzinfo=UTC),
                          span=timedelta(minutes=20), seed=7)  # fmt: skip
@@ -86,9 +93,8 @@ def test_a_read_cut_short_by_a_split_leaves_the_rest_to_the_residual(
     reader = ReadPartitionsFn(stream_settings, [0, 1, 2, 3], batch_size=20, poll_seconds=30)
     reader.setup()
     try:
-        read = read_once(reader, 0, stop=5)  # polls 20 messages, may claim 5
-        assert (read.offsets.first_offset, read.offsets.next_offset) == (0, 5)
-        read = read_once(reader, 5)
-        assert (read.offsets.first_offset, read.offsets.next_offset) == (5, 25)
+        assert outputs_of(reader, 0, stop=0) == []  # polled 20 messages, claimed none
+        read = read_once(reader, 0)
+        assert (read.offsets.first_offset, read.offsets.next_offset) == (0, 20)
     finally:
         reader.teardown()
