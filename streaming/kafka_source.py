@@ -37,7 +37,7 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.shared import Shared
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from betlake.core.config import Settings
 from betlake.core.contract import (
@@ -444,9 +444,12 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
     def _raw_batch(self, partition: int, messages: list) -> tuple[RawBatch, list[int]]:
         """The messages as a contract batch, and their positions (offsets)."""
         topic = self.settings.telemetry_topic
-        offsets = [m.offset() for m in messages]
+        offsets = list(map(Message.offset, messages))
+        payloads = list(map(Message.value, messages))
+        if None in payloads:  # a tombstone (no value): an empty message, rejected as such
+            payloads = [value or b"" for value in payloads]
         batch = RawBatch(
-            payloads=[m.value() or b"" for m in messages],
+            payloads=payloads,
             source="kafka",
             arrived_at=datetime.now(UTC),
             origins=Origins(f"kafka:{topic}:{partition}:", offsets),

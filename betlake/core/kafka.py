@@ -254,8 +254,11 @@ def stream_consumer(settings: Settings) -> Consumer:
 def consume(consumer: Consumer, settings: Settings, count: int, timeout: float) -> list[Message]:
     """Up to ``count`` messages; an error among them (Kafka away, a partition moving) is logged
     (rate-limited) and skipped, as the consumer retries by itself; a fatal one raises."""
+    polled = consumer.consume(count, timeout)
+    if not any(map(Message.error, polled)):  # the usual case, without a loop in Python
+        return polled
     messages = []
-    for message in consumer.consume(count, timeout):
+    for message in polled:
         error = message.error()
         if error is None:
             messages.append(message)
