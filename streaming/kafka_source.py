@@ -277,6 +277,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.drain_when_idle = drain_when_idle
+        self._starts: dict[int, Committed] | None = None  # where each partition resumes
         self.reads_handle = Shared()  # for every reader of a worker: where reads stand
         self.lake_handle = Shared()  # one lake (see Lake.held)
         self.ledger_handle = Shared()  # one ledger
@@ -294,8 +295,13 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         return ManualWatermarkEstimator(state)
 
     def _committed(self, partition: int) -> Committed:
-        topic = self.settings.telemetry_topic
-        return committed_offsets(self.settings, topic, [partition])[partition]
+        """Where the partition resumes. Every partition's offsets are read at the first call:
+        a read is a consumer and a round trip to Kafka, and the job's start makes two calls a
+        partition."""
+        if self._starts is None:
+            topic = self.settings.telemetry_topic
+            self._starts = committed_offsets(self.settings, topic, self.partitions)
+        return self._starts[partition]
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
         return _InOrderTracker(restriction)
