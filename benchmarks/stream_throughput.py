@@ -564,11 +564,13 @@ def run_naive(settings: Settings, topic: str, stats_topic: str) -> None:
 
 def lake_settings(root: Path, bootstrap: str, prefix: str, **env: str) -> Settings:
     """Settings (``env`` added) for a fresh lake under ``root`` with the sample reference
-    loaded; reporting to Dagster off unless ``env`` turns it on."""
+    loaded; reporting to Dagster off unless ``env`` turns it on; this process's BETLAKE_CACHE
+    (where Prism and Kafka are)."""
     settings = Settings.from_env({
         "BETLAKE_LAKE": str(root), "BETLAKE_REFERENCE": str(REFERENCE),
         "BETLAKE_KAFKA_BOOTSTRAP": bootstrap, "BETLAKE_TELEMETRY_TOPIC": f"{prefix}-telemetry",
-        "BETLAKE_STATS_TOPIC": f"{prefix}-stats", "BETLAKE_DAGSTER_REPORTING": "off", **env,
+        "BETLAKE_STATS_TOPIC": f"{prefix}-stats", "BETLAKE_DAGSTER_REPORTING": "off",
+        "BETLAKE_CACHE": os.environ.get("BETLAKE_CACHE", ""), **env,
     })  # fmt: skip
     lake = Lake.of(settings)
     for spec in REFERENCE_TABLES:
