@@ -19,7 +19,6 @@ setting, say).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -33,29 +32,31 @@ from benchmarks.stream_throughput import (
     Spawned,
     lake_settings,
     producer_process,
+    stat_fields,
     stream_in_child,
     wait_for_group_coordinator,
     write_spans,
 )
 from betlake.core.contract import TELEMETRY_RAW
+from betlake.core.lake import Lake
 from betlake.core.processes import restore_default_signals
 from betlake.local import broker
 from betlake.local.generate import TelemetrySpec
 
 
-def bronze_commits(lake: Path) -> list[float]:
-    """When each append to telemetry_raw was committed (epoch seconds), from its Delta log."""
-    times = []
-    for entry in sorted((lake / TELEMETRY_RAW.name / "_delta_log").glob("*.json")):
-        for line in entry.read_text().splitlines():
-            info = json.loads(line).get("commitInfo")
-            if info and info.get("operation") == "WRITE":
-                times.append(info["timestamp"] / 1000)
-    return times
+def bronze_commits(lake: Lake) -> list[float]:
+    """When each append to telemetry_raw was committed (epoch seconds), oldest first."""
+    with lake.held(TELEMETRY_RAW.name) as table:
+        history = table.history()
+    return sorted(c["timestamp"] / 1000 for c in history if c.get("operation") == "WRITE")
 
 
-def minor_faults(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+def write_backlog(folder: Path, events: int, window_seconds: int) -> None:
+    """The stream benchmark's backlog of ``events``, into ``folder`` unless it is there."""
+    if not folder.exists():
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        spec = TelemetrySpec(events, now - timedelta(hours=7), timedelta(hours=6), seed=11)
+        write_spans([spec], window_seconds, folder)
 
 
 def main() -> None:
@@ -77,11 +78,7 @@ def main() -> None:
             settings = lake_settings(work / f"lake-{run}", bootstrap, f"run-{run}")
             if run == 0:
                 wait_for_group_coordinator(settings)
-            if not args.backlog.exists():
-                now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-                spec = TelemetrySpec(args.events, now - timedelta(hours=7), timedelta(hours=6),
-                                     seed=11)  # fmt: skip
-                write_spans([spec], settings.window_seconds, args.backlog)
+                write_backlog(args.backlog, args.events, settings.window_seconds)
             producer = producer_process(
                 bootstrap, settings.telemetry_topic, sorted(args.backlog.glob("*.arrow")), None,
                 settings.window_seconds, settings.max_out_of_orderness_seconds,
@@ -99,9 +96,9 @@ def main() -> None:
             started = job.wait("started", timeout=120)
             with MemorySampler(job.process.pid) as memory:
                 counters, peak_mib, _ = job.wait("done")
-            faults = minor_faults(job.process.pid)
+            faults = int(stat_fields(job.process.pid)[7])  # minflt
             job.stop()
-            commits = bronze_commits(work / f"lake-{run}")
+            commits = bronze_commits(Lake.of(settings))
             row = {
                 "to_bronze": valid / (commits[-1] - started),
                 "span": valid / (commits[-1] - commits[0]),

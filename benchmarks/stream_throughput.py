@@ -311,7 +311,7 @@ def prism_pids(parent: int) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            ppid = int(stat_fields(entry.name)[1])
             argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
         except (OSError, IndexError, ValueError):
             continue
@@ -320,10 +320,16 @@ def prism_pids(parent: int) -> list[int]:
     return found
 
 
+def stat_fields(pid: int | str) -> list[str]:
+    """A process's ``/proc/<pid>/stat`` fields after its name (state first); raises OSError
+    once it is gone."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int | str) -> float:
     """User + system CPU seconds a process has used so far (0 once it is gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_fields(pid)
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
