@@ -6,6 +6,9 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
+# native/: the batch path of validation, in Rust (maturin from PyPI, pyo3 from crates.io)
+command -v cargo >/dev/null || { echo "setup: Rust's cargo is needed to build native/ (rustup.rs)" >&2; exit 1; }
+.venv/bin/python -m pip install --quiet ./native
 .venv/bin/python -m pip install --quiet --editable ".[dev]"
 bash scripts/install_prism.sh >/dev/null  # the Beam runner of the stream, built from Go modules
 # NATS JetStream (BETLAKE_SOURCE=nats, betlake local start nats): Debian's nats-server

@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from operator import attrgetter
 
-import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from betlake_native import PlainDecoder
 
 from betlake.core.windowing import US, Windowing, epoch_us
 
@@ -474,30 +473,15 @@ def validate(batch: RawBatch, *, window_seconds: int, max_clock_skew_seconds: in
     )
 
 
-class _PlainEvent(msgspec.Struct, gc=False):
-    """The fields of a plain message, as JSON types (see :func:`_plain_events`); untracked by
-    the cyclic garbage collector (it holds no containers), which allocating many would run."""
-
-    event_id: str
-    event_type: str
-    event_time: str | int
-    player_id: str
-    site_id: str
-    amount: msgspec.Raw = msgspec.Raw(b"null")
-    currency: str | None = None
-    bet_id: str | None = None
-
-
-_PLAIN = msgspec.json.Decoder(_PlainEvent)
-# The same rules as _event's, in RE2 (pyarrow.compute), narrower where that is simpler.
-# Times Arrow's cast parses exactly as fromisoformat does: a year from 0001, hours, minutes,
-# seconds and offsets in range, at most 6 decimals (the day of the month Arrow checks itself).
-_ARROW_TIME = (
-    r"^([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})-[0-9]{2}-[0-9]{2}"
-    r"[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
-    r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+# The rules of _event that the native batch path holds a plain message to.
+_PLAIN = PlainDecoder(
+    event_types=list(EVENT_TYPES),
+    money_types=sorted(MONEY_EVENT_TYPES),
+    max_id_chars=MAX_ID_CHARS,
+    max_message_bytes=MAX_MESSAGE_BYTES,
+    min_time_us=_MIN_TIME_US,
+    max_time_us=_MAX_EPOCH_MS * 1000,
 )
-_PLAIN_AMOUNT = r'^(\d{1,16}(\.\d{1,2})?|"\d{1,16}(\.\d{1,2})?")$'
 _VALUE_TYPES = {
     "event_id": pa.string(),
     "event_type": pa.string(),
@@ -512,128 +496,22 @@ _VALUE_TYPES = {
 
 
 def _plain_events(payloads: list[bytes], latest_us: int) -> tuple[np.ndarray, dict[str, pa.Array]]:
-    """The plain messages of a batch, checked together: their indexes and bronze values.
+    """The plain messages of a batch, decided together: their indexes and bronze values.
 
-    Plain: UTF-8 with no escape (so no lone surrogate, no escaped control character) and no
-    DEL or C1 character (so no control character at all), not deeply nested, every field of the
-    JSON type the contract wants, and every rule of :func:`_event` passed (checked with Arrow
-    kernels). The values are those :func:`_event` would give: for a time, the same parse; for
-    an amount, digits that are exact cents. Whatever is not plain, valid
-    or not, is left to :func:`_event`.
+    Plain: a flat JSON object in UTF-8 with no escape and no control character, every field
+    of the JSON type the contract wants, and every rule of :func:`_event` passed. The native
+    decoder (``native/src/lib.rs``, without the GIL) gives the values :func:`_event` would
+    give; whatever is not plain, valid or not, it leaves to :func:`_event`.
     """
-    binary = _binary(payloads)
-    index, events = [], []
-    for position in _candidates(binary).tolist():
-        data = payloads[position]
-        try:
-            if not data.isascii():
-                data.decode()  # msgspec does not check what it skips (keys of other fields)
-            events.append(_PLAIN.decode(data))
-        except (msgspec.MsgspecError, ValueError):
-            continue
-        index.append(position)
-    if not events:
-        return np.zeros(0, dtype=np.int64), {n: pa.array([], t) for n, t in _VALUE_TYPES.items()}
-
-    fields = {name: list(map(attrgetter(name), events)) for name in _PlainEvent.__struct_fields__}
-
-    def strings(name: str) -> pa.Array:
-        return pa.array(fields[name], pa.string())
-
-    ids = {name: strings(name) for name in ("event_id", "player_id", "site_id", "bet_id")}
-    bet_id = pc.if_else(pc.equal(ids["bet_id"], ""), None, ids["bet_id"])
-    event_type = strings("event_type")
-    ok = pc.is_in(event_type, value_set=pa.array(EVENT_TYPES))
-    for name, column in ids.items():
-        fits = pc.less_equal(pc.utf8_length(column), MAX_ID_CHARS)
-        ok = pc.and_(ok, pc.fill_null(fits, True) if name == "bet_id" else fits)
-        if name != "bet_id":
-            ok = pc.and_(ok, pc.greater(pc.binary_length(column), 0))
-    time_us = _plain_times(fields["event_time"])
-    ok = pc.and_kleene(ok, pc.less_equal(time_us, latest_us))
-    money = pc.is_in(event_type, value_set=pa.array(sorted(MONEY_EVENT_TYPES)))
-    amount_text = _binary(fields["amount"]).cast(pa.string())
-    exact = pc.match_substring_regex(amount_text, _PLAIN_AMOUNT)
-    ok = pc.and_(ok, pc.or_(pc.invert(money), exact))
-    currency = strings("currency")
-    ok = pc.and_(ok, pc.fill_null(pc.string_is_ascii(currency), True))
-    ok = pc.fill_null(ok, False)
-    plain = np.asarray(index, dtype=np.int64)[ok.to_numpy(zero_copy_only=False)]
-    amount = pc.if_else(
-        pc.and_(money, exact), pc.replace_substring(amount_text, '"', ""), None
-    ).filter(ok)
-    currency = pc.ascii_upper(pc.ascii_trim_whitespace(currency.filter(ok)))
+    index, buffers = _PLAIN.decode(payloads, latest_us)
+    plain = np.frombuffer(index, np.int64)
     values = {
-        "event_id": ids["event_id"].filter(ok),
-        "event_type": event_type.filter(ok),
-        "event_time": time_us.filter(ok),
-        "player_id": ids["player_id"].filter(ok),
-        "site_id": ids["site_id"].filter(ok),
-        "amount": amount.cast(MONEY),
-        "currency": pc.if_else(pc.equal(currency, ""), None, currency),
-        "bet_id": bet_id.filter(ok),
-        "payload": binary.take(plain).cast(pa.string()),
-    }
+        name: pa.Array.from_buffers(dtype, len(plain), [
+            None if buffer is None else pa.py_buffer(buffer) for buffer in buffers[name]
+        ])
+        for name, dtype in _VALUE_TYPES.items()
+    }  # fmt: skip
     return plain, values
-
-
-def _candidates(binary: pa.Array) -> np.ndarray:
-    """Indexes of the messages the batch path may take, found over all their bytes at once:
-    at most :data:`MAX_MESSAGE_BYTES`, at most :data:`MAX_DEPTH` opening brackets, no backslash
-    (so no escape), and no DEL or C1 control character (the other control characters JSON only
-    allows escaped)."""
-    offsets = np.frombuffer(binary.buffers()[1], np.int64, len(binary) + 1)
-    data = np.frombuffer(binary.buffers()[2], np.uint8, offsets[-1])
-
-    def per_message(positions: np.ndarray) -> np.ndarray:
-        """How many of the byte ``positions`` each message holds."""
-        owner = np.searchsorted(offsets, positions, side="right") - 1
-        return np.bincount(owner, minlength=len(binary))
-
-    opening = np.flatnonzero((data == ord("[")) | (data == ord("{")))
-    lead = np.flatnonzero(data[:-1] == 0xC2)  # U+0080-U+009F: C2 80 to C2 9F
-    c1 = lead[data[lead + 1] <= 0x9F]  # (the rest of a C2 80-BF; not UTF-8: not plain anyway)
-    refused = np.concatenate([np.flatnonzero((data == ord("\\")) | (data == 0x7F)), c1])
-    return np.flatnonzero(
-        (np.diff(offsets) <= MAX_MESSAGE_BYTES)
-        & (per_message(opening) <= MAX_DEPTH)
-        & (per_message(refused) == 0)
-    )
-
-
-def _binary(values: Sequence[bytes | msgspec.Raw]) -> pa.Array:
-    """Byte strings as one Arrow array, made from their concatenation (not value by value)."""
-    offsets = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), out=offsets[1:])
-    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
-    return pa.Array.from_buffers(pa.large_binary(), len(values), buffers)
-
-
-def _plain_times(values: list[str | int]) -> pa.Array:
-    """Epoch microseconds of event times as :func:`_event_time_us` reads them, or null where
-    it might not (left to it). Text times are parsed by Arrow where :data:`_ARROW_TIME` vouches
-    that Arrow and ``datetime.fromisoformat`` read them alike, else one by one."""
-    texts = pa.array([v if type(v) is str else None for v in values], pa.string())
-    candidates = pc.if_else(
-        pc.match_substring_regex(texts, _ARROW_TIME), pc.ascii_upper(texts), None
-    )
-    try:
-        parsed = candidates.cast(TIMESTAMP)
-    except pa.ArrowInvalid:  # e.g. a 30 February among them: each on its own
-        parsed = pa.array([_iso_time(text) for text in candidates.to_pylist()], TIMESTAMP)
-    millis = pa.array([v if type(v) is int and 0 <= v < _MAX_EPOCH_MS else None for v in values],
-                      pa.int64())  # fmt: skip
-    time_us = pc.coalesce(parsed.cast(pa.int64()), pc.multiply(millis, 1000))
-    in_range = pc.and_(pc.greater_equal(time_us, _MIN_TIME_US),
-                       pc.less(time_us, _MAX_EPOCH_MS * 1000))  # fmt: skip
-    return pc.if_else(in_range, time_us, None)
-
-
-def _iso_time(text: str | None) -> datetime | None:
-    try:
-        return None if text is None else datetime.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def _origin_columns(batch: RawBatch, index: Sequence[int]) -> dict[str, pa.Array]:

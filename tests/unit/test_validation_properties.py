@@ -431,6 +431,10 @@ NEAR_PLAIN = {
             '"2026-11-24T00:10:00+02"',
             '"2026-11-24T00:10Z"',
             '"2026-02-29T00:00:00Z"',
+            '"2024-02-29T23:59:59+01:00"',
+            '"2000-02-29T00:00:00Z"',
+            '"1900-02-29T00:00:00Z"',
+            '"2100-02-29T00:00:00Z"',
             '"2026-11-24T24:00:00Z"',
             '"2026-11-24T00:10:60Z"',
             '"0001-01-01T00:00:00+00:01"',
@@ -514,19 +518,81 @@ NEAR_PLAIN = {
     ),
     "event_type": st.sampled_from(['"bet_placed"', '"page_view"', '"BET_PLACED"', '""', "1"]),
     "site_id": st.sampled_from(['"uk-royalspin"', '""', '"s\\n"', '"s\u009f"', "null"]),
+    # a field the contract does not name: any JSON value is allowed in it, nothing else
+    "note": st.sampled_from(
+        [
+            "0",
+            "-0",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "1E+2",
+            "-1.5e-3",
+            "+1",
+            "NaN",
+            "Infinity",
+            "true",
+            "false",
+            "nul",
+            "[]",
+            "{}",
+            '{"a": [1]}',
+            '"x\\"y"',
+            '"\u00e9"',
+            '"\x7f"',
+            '"tab\there"',
+            "1 2",
+            '"a" "b"',
+        ]
+    ),
 }
 
 
 @st.composite
+def rfc3339_times(draw: st.DrawFn) -> str:
+    """Any moment of years 1 to 9999 as JSON text of RFC 3339, with 0 to 6 decimals and an
+    offset (some of which put it outside the years a datetime holds)."""
+    moment = draw(st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31, 23, 59, 59, 999999)))
+    decimals = draw(st.integers(0, 6))
+    minutes = draw(st.integers(-(24 * 60 - 1), 24 * 60 - 1))
+    offset = (
+        "Z"
+        if minutes == 0 and draw(st.booleans())
+        else (f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}")
+    )
+    fraction = f".{moment.microsecond:06d}"[: decimals + 1] if decimals else ""
+    return f'"{moment:%Y-%m-%dT%H:%M:%S}{fraction}{offset}"'
+
+
+NEAR_PLAIN["event_time"] = NEAR_PLAIN["event_time"] | rfc3339_times()
+# Rewrites of a message's JSON layout that keep or break it
+LAYOUTS = [
+    lambda data: data,
+    lambda data: data.replace(b", ", b",\n\t").replace(b": ", b" :\r\n"),
+    lambda data: b'{"event_id": "first", ' + data[1:],  # a field given twice
+    lambda data: b'{"site_id": "twice", ' + data[1:],
+    lambda data: b" \n" + data + b"\n ",
+    lambda data: "\ufeff".encode() + data,
+    lambda data: data + b"}",
+    lambda data: data + b" x",
+    lambda data: data[:-1] + b", }",
+    lambda data: data.replace(b", ", b",", 1).replace(b'"', b"'", 2),
+]
+
+
+@st.composite
 def near_plain(draw: st.DrawFn) -> bytes:
-    """A valid event with one to three fields rewritten near the batch path's edges."""
+    """A valid event with one to three fields rewritten near the batch path's edges, its
+    layout rewritten too."""
     fields = draw(st.lists(st.sampled_from(sorted(NEAR_PLAIN)), min_size=1, max_size=3))
     obj = event("near", event_type=draw(st.sampled_from(EVENT_TYPES)))
     literals = {name: draw(NEAR_PLAIN[name]) for name in fields}
     data = encode({**obj, **{name: f"@{name}@" for name in literals}})
     for name, text in literals.items():
         data = data.replace(f'"@{name}@"'.encode(), text.encode())
-    return data
+    return draw(st.sampled_from(LAYOUTS))(data)
 
 
 def rows(table) -> list[dict]:
