@@ -164,8 +164,8 @@ class PartitionReads:
     missed the other's reads: in the soak a second instance came after some minutes and the
     job's Python threads went from 0.38 to 0.63 cores.
 
-    A partition is read by one thread at a time (its restriction's next read waits for the
-    last one). Its consumer is closed when the last instance using it is torn down."""
+    A partition is read by one thread at a time (:meth:`turn`). Its consumer is closed when
+    the last instance using it is torn down."""
 
     def __init__(self, settings: Settings, partitions: list[int]) -> None:
         self.settings = settings
@@ -173,6 +173,7 @@ class PartitionReads:
         self.positions: dict[int, int] = {}  # the next offset each consumer will deliver
         self.clocks: dict[int, PartitionWatermark] = {}
         self.ends = TopicEnds(settings, partitions)
+        self.turns = {partition: threading.Lock() for partition in partitions}
         self.lock = threading.Lock()
         self.users = 0
         self.closing = False
@@ -204,6 +205,13 @@ class PartitionReads:
             consumer.assign([TopicPartition(self.settings.telemetry_topic, partition, start)])
             self.positions[partition] = start
         return consumer
+
+    def turn(self, partition: int) -> threading.Lock:
+        """Held for each read of the partition. A runner may split its restriction while a
+        read polls (a checkpoint): the residual's first read may start at once, on another
+        thread, and must wait until the read it split has returned (and so has noted that the
+        consumer is past the residual's start), or it polls from where that read left off."""
+        return self.turns[partition]
 
     def clock(self, partition: int) -> PartitionWatermark:
         settings = self.settings
@@ -350,6 +358,13 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         tracker=_RESTRICTION,
         estimator=_WATERMARK,
     ):
+        with self._reads.turn(partition):
+            stored = self._read(partition, tracker, estimator)
+        if stored is not None:
+            yield stored
+
+    def _read(self, partition: int, tracker, estimator) -> TimestampedValue | None:
+        """One read of the partition: what it outputs once bronze holds it, if anything."""
         reads = self._reads
         start = tracker.current_restriction().start
         consumer = reads.consumer(partition, start)
@@ -358,7 +373,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             polled = consume(consumer, self.settings, self.batch_size, self.poll_seconds)
         except RuntimeError:  # "Consumer closed": the worker shuts down under this read
             if reads.closing:
-                return
+                return None
             raise
         # One claim a read, of its last offset, which claims every offset before it (a claim a
         # message took 5 % of the job's time holding the GIL).
@@ -367,16 +382,17 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             # periodic; the tracker splits nowhere else): what was polled is the residual's,
             # and the consumer is past it; the residual's first read re-assigns it.
             reads.positions.pop(partition, None)
-            return
+            return None
         now = time.monotonic()
         before = estimator.current_watermark()
+        stored = None
         if polled:
             reads.positions[partition] = polled[-1].offset() + 1
             beam.metrics.Metrics.counter(PARTITION_METRICS, f"read_{partition}").inc(len(polled))
             decided = self._validate(partition, polled, before)
             clock.observe(decided.latest_event_us, now)
             self._store(decided.read)
-            yield self._stored(decided.read, before or MIN_TIMESTAMP)
+            stored = self._stored(decided.read, before or MIN_TIMESTAMP)
         else:
             ends = reads.ends.poll(consumer, now)
             behind = ends is None or ends[partition] > reads.positions[partition]
@@ -389,12 +405,13 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
                     reads.positions[partition]
                 )
                 tracker.try_claim(END_OF_PARTITION)  # the partition is done: the source may end
-                return
+                return None
         watermark = clock.value(now, epoch_us(datetime.now(UTC)))
         if watermark is not None and (before is None or watermark > before.micros):
             estimator.set_watermark(Timestamp(micros=watermark))
             self._ledger.advance(partition, watermark)
         tracker.defer_remainder(Duration(seconds=0 if polled else self.poll_seconds))
+        return stored
 
     def _store(self, read: PartitionRead) -> None:
         """Make the read durable: its rejected messages (keyed by origin) and the events bronze
