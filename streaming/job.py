@@ -198,12 +198,15 @@ def _quiet_shutdown() -> None:
 
 
 def check_drained(settings: Settings, starts: dict[int, int], metrics: dict[str, int]) -> None:
-    """A drained run must have read every partition to the end offset it had when the topic
-    went quiet: log it, or raise naming what was left unread."""
+    """A drained run must have drained every partition, each read to the end offset it had
+    when the topic went quiet: log it, or raise naming what was left unread."""
+    undrained = [p for p in sorted(starts) if f"drained_end_{p}" not in metrics]
+    if undrained:
+        raise BetlakeError(f"the drained run ended without draining partitions {undrained}")
     unread = {}
     for partition, start in sorted(starts.items()):
         read_to = start + metrics.get(f"read_{partition}", 0)
-        end = metrics.get(f"drained_end_{partition}", read_to)
+        end = metrics[f"drained_end_{partition}"]
         if read_to != end:
             unread[partition] = end - read_to
     if unread:

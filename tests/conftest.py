@@ -3,6 +3,7 @@ batch runners (a real dask LocalCluster, started once per session)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -14,6 +15,9 @@ from betlake.core.config import Settings
 from betlake.core.lake import Lake
 from betlake.core.reference import REFERENCE_TABLES, read_reference_csv
 from streaming.runners import local_dask_cluster
+
+# A failed test shows what the stream logged at INFO too (its reads, drains and commits).
+logging.getLogger("betlake.stream").setLevel(logging.INFO)
 
 REFERENCE_CSV = {
     "bet_sites": """site_id,name,brand,country,currency,timezone
