@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -39,14 +40,31 @@ def read_once(reader: ReadPartitionsFn, start: int) -> StoredRead:
     return outputs[0].value
 
 
+def produce_backlog(settings: Settings) -> None:
+    """400 generated events on the test's topic: 30 or more in partition 0."""
+    spec = TelemetrySpec(count=400, start=datetime(2026, 11, 24, tzinfo=UTC),
+                         span=timedelta(minutes=20), seed=7)  # fmt: skip
+    for _ in produce(settings, settings.telemetry_topic,
+                     generate_telemetry(spec, settings.reference)):  # fmt: skip
+        pass
+
+
+@pytest.fixture
+def reader_of_20(stream_settings: Settings) -> Iterator[ReadPartitionsFn]:
+    """A reader, set up, of reads of 20 messages over the backlog."""
+    produce_backlog(stream_settings)
+    reader = ReadPartitionsFn(stream_settings, [0, 1, 2, 3], batch_size=20, poll_seconds=30)
+    reader.setup()
+    try:
+        yield reader
+    finally:
+        reader.teardown()
+
+
 def test_a_workers_reader_instances_share_each_partitions_consumer_and_clock(
     stream_settings: Settings,
 ) -> None:
-    spec = TelemetrySpec(count=400, start=datetime(2026, 11, 24, tzinfo=UTC),
-                         span=timedelta(minutes=20), seed=7)  # fmt: skip
-    for _ in produce(stream_settings, stream_settings.telemetry_topic,
-                     generate_telemetry(spec, stream_settings.reference)):  # fmt: skip
-        pass
+    produce_backlog(stream_settings)
     consumer = stream_consumer(stream_settings)
     try:
         in_partition = end_offsets(consumer, stream_settings, [0])[0]
@@ -80,27 +98,16 @@ def test_a_workers_reader_instances_share_each_partitions_consumer_and_clock(
 
 
 def test_a_read_split_before_its_claim_leaves_what_it_polled_to_the_residual(
-    stream_settings: Settings,
+    reader_of_20: ReadPartitionsFn,
 ) -> None:
     """A runner may split a partition's restriction while a read polls (a checkpoint: Prism
     splits a slow bundle; Dataflow checkpoints periodically). The read claims its messages at
     once, so the split comes before that claim (the primary is empty, the read outputs nothing)
     or after it; before, what the read polled is the residual's, whose first read must deliver
     it, not the messages after it."""
-    # (the first test's: 30 or more messages in partition 0)
-    spec = TelemetrySpec(count=400, start=datetime(2026, 11, 24, tzinfo=UTC),
-                         span=timedelta(minutes=20), seed=7)  # fmt: skip
-    for _ in produce(stream_settings, stream_settings.telemetry_topic,
-                     generate_telemetry(spec, stream_settings.reference)):  # fmt: skip
-        pass
-    reader = ReadPartitionsFn(stream_settings, [0, 1, 2, 3], batch_size=20, poll_seconds=30)
-    reader.setup()
-    try:
-        assert outputs_of(reader, 0, stop=0) == []  # polled 20 messages, claimed none
-        read = read_once(reader, 0)
-        assert (read.offsets.first_offset, read.offsets.next_offset) == (0, 20)
-    finally:
-        reader.teardown()
+    assert outputs_of(reader_of_20, 0, stop=0) == []  # polled 20 messages, claimed none
+    read = read_once(reader_of_20, 0)
+    assert (read.offsets.first_offset, read.offsets.next_offset) == (0, 20)
 
 
 class SplitWhilePolling(_InOrderTracker):
@@ -120,27 +127,17 @@ class SplitWhilePolling(_InOrderTracker):
 
 
 def test_the_residual_of_a_split_read_waits_for_that_read_then_reads_what_it_polled(
-    stream_settings: Settings,
+    reader_of_20: ReadPartitionsFn,
 ) -> None:
     """Found while looking for why a drained run in CI counted 2,793 of 3,051 messages (that
     was Prism's counters, patch 6): the residual's first read could start before the read it
     split had returned, find the consumer's position unchanged, and poll the messages after
     those that read had polled and given up (lost). Prism splits only at a fraction of 0.5,
     which the reader refuses; a checkpoint (Dataflow's, periodic) splits at 0."""
-    spec = TelemetrySpec(count=400, start=datetime(2026, 11, 24, tzinfo=UTC),
-                         span=timedelta(minutes=20), seed=7)  # fmt: skip
-    for _ in produce(stream_settings, stream_settings.telemetry_topic,
-                     generate_telemetry(spec, stream_settings.reference)):  # fmt: skip
-        pass
-    reader = ReadPartitionsFn(stream_settings, [0, 1, 2, 3], batch_size=20, poll_seconds=30)
-    reader.setup()
     residual: list = []
-    try:
-        split = SplitWhilePolling(OffsetRange(0, END_OF_PARTITION),
-                                  lambda: residual.extend(outputs_of(reader, 0)))  # fmt: skip
-        assert outputs_of(reader, 0, tracker=split) == []  # polled 20 messages, claimed none
-        split.residual_read.join(timeout=60)
-        offsets = residual[0].value.offsets
-        assert (offsets.first_offset, offsets.next_offset) == (0, 20)
-    finally:
-        reader.teardown()
+    split = SplitWhilePolling(OffsetRange(0, END_OF_PARTITION),
+                              lambda: residual.extend(outputs_of(reader_of_20, 0)))  # fmt: skip
+    assert outputs_of(reader_of_20, 0, tracker=split) == []  # polled 20 messages, claimed none
+    split.residual_read.join(timeout=60)
+    offsets = residual[0].value.offsets
+    assert (offsets.first_offset, offsets.next_offset) == (0, 20)
