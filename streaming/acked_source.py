@@ -244,7 +244,7 @@ class ReadShardsFn(ReadPartitionsFn):
         if not rows.num_rows:
             return None
         decision = self._ledger.decide(
-            rows.column("event_id").to_pylist(), starts, np.zeros(len(starts), dtype=bool)
+            rows.column("event_id"), starts, np.zeros(len(starts), dtype=bool)
         )
         figures = rows.filter(pa.array(decision.count))
         position = self._read.get(shard, 0)

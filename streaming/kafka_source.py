@@ -495,7 +495,7 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
         windowing = self.windowing
         times = pc.cast(events.column("event_time"), pa.int64()).to_numpy()
         by_watermark = windowing.too_late(starts, windowing.arrival_watermarks(times, watermark_us))
-        decision = self._ledger.decide(events.column("event_id").to_pylist(), starts, by_watermark)
+        decision = self._ledger.decide(events.column("event_id"), starts, by_watermark)
         flagged = events.set_column(
             events.schema.get_field_index("arrived_late"), "arrived_late", pa.array(decision.late)
         )
