@@ -384,6 +384,10 @@ class ReadPartitionsFn(beam.DoFn, RestrictionProvider, WatermarkEstimatorProvide
             reads.positions.pop(partition, None)
             return None
         now = time.monotonic()
+        if polled and self.drain_when_idle is not None:
+            # a drain's quiet is timed from the first read on: known only once a read found
+            # nothing, the ends made a run over a backlog wait the whole quiet after reading it
+            reads.ends.poll(consumer, now)
         before = estimator.current_watermark()
         stored = None
         if polled:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -141,3 +142,25 @@ def test_the_residual_of_a_split_read_waits_for_that_read_then_reads_what_it_pol
     split.residual_read.join(timeout=60)
     offsets = residual[0].value.offsets
     assert (offsets.first_offset, offsets.next_offset) == (0, 20)
+
+
+def test_a_drained_run_times_the_topics_quiet_from_its_first_read(
+    stream_settings: Settings,
+) -> None:
+    """A drained run ends a partition once it is read to its end and the topic has been quiet
+    for the drain's time. The topic's ends were first polled by a read that found nothing, so
+    a run over a backlog produced before it waited the whole quiet after reading it (5 s of the
+    throughput benchmark's 12.6); the quiet is now timed from the first read."""
+    produce_backlog(stream_settings)
+    reader = ReadPartitionsFn(stream_settings, [0, 1, 2, 3], batch_size=1000, poll_seconds=1,
+                              drain_when_idle=2)  # fmt: skip
+    reader.setup()
+    try:
+        read = read_once(reader, 0)  # the whole partition: it holds fewer than 1,000
+        time.sleep(2)  # the topic has been quiet for the drain's time since that read
+        tracker = _InOrderTracker(OffsetRange(read.offsets.next_offset, END_OF_PARTITION))
+        assert outputs_of(reader, read.offsets.next_offset, tracker=tracker) == []
+        # drained: the partition ends, where a read deferred would have cut its restriction
+        assert tracker.current_restriction().stop == END_OF_PARTITION
+    finally:
+        reader.teardown()
