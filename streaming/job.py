@@ -137,6 +137,7 @@ def run_stream(settings: Settings, drain_when_idle: float | None = None) -> dict
             result.cancel()
         finished.join(timeout=5)
         if failure and not asked.is_set():  # a cancelled job reports itself as failed
+            sys.stderr = sys.__stderr__  # its traceback is not a shutdown's complaint
             raise failure[0]
         totals, positions = counters(result), counters(result, PARTITION_METRICS)
         # The runner stops next, with the worker's channels to it still open: their threads'
@@ -159,13 +160,15 @@ def _trim_heap(stop: threading.Event) -> None:
 
 def wait_until_finished(result: PipelineResult) -> None:
     """Wait for the job to end, however long it runs: Beam's wait reads the job service's state
-    stream, which gRPC ends after ``--job_server_timeout`` (a user's ``BETLAKE_PIPELINE_ARGS``
-    may set it short); the job is still running then, so its state is polled instead."""
+    stream, which ends after ``--job_server_timeout`` (a user's ``BETLAKE_PIPELINE_ARGS`` may
+    set it short): gRPC's client ends it (DEADLINE_EXCEEDED), or Prism does when the deadline
+    reaches its side first (CANCELLED). The job is still running then, so its state is polled
+    instead."""
     try:
         result.wait_until_finish()
         return
     except grpc.RpcError as error:
-        if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+        if error.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
             raise
     log.debug("the runner's state stream ended (--job_server_timeout): polling the job's state")
     while not PipelineState.is_terminal(state := result.state):
