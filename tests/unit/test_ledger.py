@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from betlake.core.contract import TIMESTAMP
 from betlake.core.windowing import Windowing
-from streaming.ledger import EventLedger
+from streaming.ledger import EventLedger, _bytes, _strings
 
 S = 1_000_000
 W0 = 1_795_564_800 * S  # a window start
@@ -135,23 +135,13 @@ def test_closed_windows_are_forgotten_once_the_watermark_is_an_hour_past_their_c
     assert bronze.asked == [[W0, W1], [W0]]  # the forgotten window read again, W1 not
 
 
-def string_buffers(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """An Arrow string array's offsets and bytes, as the native ledger takes them."""
-    array = pa.array(ids, pa.string())
-    data = array.buffers()[2]
-    return (
-        np.frombuffer(array.buffers()[1], np.int32, len(ids) + 1),
-        np.frombuffer(data or b"", np.uint8),
-    )
-
-
 def native_window(ids: list[str], late: list[bool]) -> LedgerWindow:
-    return LedgerWindow(*string_buffers(ids), np.array(late, bool).view(np.uint8))
+    return LedgerWindow(*_strings(pa.array(ids, pa.string())), _bytes(np.array(late, bool)))
 
 
 def native_decide(window: LedgerWindow, ids: list[str], late_now: bool) -> list[tuple]:
     late, store, count = decide_events(
-        [window], np.zeros(len(ids), np.int64), *string_buffers(ids),
+        [window], np.zeros(len(ids), np.int64), *_strings(pa.array(ids, pa.string())),
         np.full(len(ids), late_now, np.uint8),
     )  # fmt: skip
     return list(zip(map(bool, late), map(bool, store), map(bool, count), strict=True))
@@ -179,7 +169,7 @@ def test_an_open_window_keeps_the_first_flag_of_an_id_bronze_has_twice() -> None
 
 def test_the_native_ledger_refuses_inputs_that_do_not_line_up() -> None:
     window = native_window([], [])
-    offsets, data = string_buffers(["a", "b"])
+    offsets, data = _strings(pa.array(["a", "b"]))
     with pytest.raises(ValueError, match="one window and one watermark flag an event"):
         decide_events([window], np.zeros(1, np.int64), offsets, data, np.zeros(2, np.uint8))
     with pytest.raises(ValueError, match="an event of no window given"):
