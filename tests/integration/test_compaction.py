@@ -59,10 +59,14 @@ def test_compaction_rewrites_what_was_appended_and_loses_no_concurrent_append(se
     assert len(dates) == 2 and before >= 30
     assert files(lake, TELEMETRY_RAW.name) <= len(dates) + len(batches[30:])
     row_groups = [
-        [group["num_rows"] for group in pq.read_metadata(uri).to_dict()["row_groups"]]
+        pq.read_metadata(uri).to_dict()["row_groups"]
         for uri in lake.open(TELEMETRY_RAW.name).file_uris()
     ]  # small row groups: delta-rs holds one in memory until it is written
-    assert max(map(max, row_groups)) <= 500 and max(map(len, row_groups)) >= 2
+    assert max(group["num_rows"] for groups in row_groups for group in groups) <= 500
+    assert max(map(len, row_groups)) >= 2
+    codecs = {column["compression"] for groups in row_groups for group in groups
+              for column in group["columns"]}  # fmt: skip
+    assert codecs == {"SNAPPY"}  # as an append's: compacted bronze was stored uncompressed
     stored = lake.connect().execute(
         "SELECT count(*), count(DISTINCT event_id) FROM telemetry_raw").fetchone()  # fmt: skip
     expected = pa.concat_tables(batches)
