@@ -4,7 +4,8 @@ On a Kafka broker it starts on a free 127.0.0.1 port and a temporary lake, a pro
 sends --rate events/s for --minutes (generated beforehand, a file a minute, so the producer
 takes little CPU from the job; event time runs --speedup times the wall clock, so a window
 closes every 300/speedup s), while ``betlake stream`` runs as its own process. Every 5 s the RSS
-and CPU seconds of the job and its Prism runner are sampled; at the end each window's publish
+and CPU seconds of the job and its Prism runner, and the CPU time the host's hypervisor took
+(steal: a shared machine's noise), are sampled; at the end each window's publish
 delay (its first ON_TIME figure on the stats topic minus the moment the producer sent the first
 event that let the watermark pass the window's end) is computed. Prints the series per minute
 (and the CPU cores used, the steadier figure on a shared machine), checks them against the
@@ -65,12 +66,14 @@ WARM_UP_MINUTES = 5
 
 class Sample(NamedTuple):
     """One look at the job: seconds since sending began, RSS (MiB) of the job and its Prism
-    runner, of the job alone, and the CPU seconds both have used so far."""
+    runner, of the job alone, the CPU seconds both have used so far, and the CPU seconds the
+    machine's hypervisor has taken from it so far (its other guests': steal time)."""
 
     seconds: float
     rss: float
     job_rss: float
     cpu: float
+    stolen: float
 
 
 def family(pid: int) -> list[int]:
@@ -86,7 +89,14 @@ def family(pid: int) -> list[int]:
 def sample(pid: int, began: float) -> Sample:
     pids = family(pid)
     return Sample(time.time() - began, sum(map(rss_mib, pids)), rss_mib(pid),
-                  sum(map(cpu_seconds, pids)))  # fmt: skip
+                  sum(map(cpu_seconds, pids)), stolen_seconds())  # fmt: skip
+
+
+def stolen_seconds() -> float:
+    """CPU seconds the hypervisor has given other guests while this machine wanted them
+    (/proc/stat's steal time, all CPUs), so far."""
+    with open("/proc/stat") as stat:
+        return int(stat.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
 
 
 def cores(samples: list[Sample]) -> float:
@@ -94,6 +104,15 @@ def cores(samples: list[Sample]) -> float:
     if len(samples) < 2 or samples[-1].seconds == samples[0].seconds:
         return float("nan")
     return (samples[-1].cpu - samples[0].cpu) / (samples[-1].seconds - samples[0].seconds)
+
+
+def stolen_share(samples: list[Sample]) -> float:
+    """The share of the machine's CPU time its hypervisor took between the first and the
+    last of ``samples``: a shared host's noise, which a minute's delay can be read against."""
+    if len(samples) < 2 or samples[-1].seconds == samples[0].seconds:
+        return float("nan")
+    seconds = samples[-1].seconds - samples[0].seconds
+    return (samples[-1].stolen - samples[0].stolen) / seconds / (os.cpu_count() or 1)
 
 
 def wait_until_reading(log: Path, job: subprocess.Popen, timeout: float = 120) -> None:
@@ -261,12 +280,13 @@ def report(
     print(f"{sent['messages']:,} messages at {rate:,.0f}/s (asked {args.rate:,.0f}) for "
           f"{args.minutes} min; {windows} windows published ON_TIME; the job and Prism used "
           f"{cores(samples):.2f} CPU cores, {cores(samples) / rate * 1e6:.0f} us per "
-          f"message")  # fmt: skip
+          f"message; the hypervisor took {stolen_share(samples):.0%} of the machine's "
+          f"CPU")  # fmt: skip
     if early:
         print(f"{early} windows published before the event that closes them was sent: the "
               f"watermark ran ahead of the events (see the CSV)")  # fmt: skip
     print("minute  RSS MiB (median)  of which the job  CPU cores  windows  publish delay p95 s  "
-          "of which to fire")  # fmt: skip
+          "of which to fire  CPU stolen")  # fmt: skip
     for minute in range(args.minutes):
         taken = by_minute[minute]
         mib = statistics.median(t.rss for t in taken) if taken else float("nan")
@@ -275,7 +295,7 @@ def report(
         fire95 = percentile(to_fire[minute], 0.95) if to_fire[minute] else float("nan")
         print(f"{minute:6d}  {mib:16,.0f}  {job_mib:16,.0f}  {cores(taken):9.2f}  "
               f"{len(delays[minute]):7d}  "
-              f"{p95:19.2f}  {fire95:16.2f}")  # fmt: skip
+              f"{p95:19.2f}  {fire95:16.2f}  {stolen_share(taken):10.0%}")  # fmt: skip
     steady = [t.rss for t in samples if t.seconds >= WARM_UP_MINUTES * 60]
     if steady:
         mean = statistics.mean(steady)
@@ -296,6 +316,13 @@ def report(
     bottom.axhline(2, color="red", linestyle="--", linewidth=1)
     bottom.set_ylabel("publish delay p95 (s)")
     bottom.set_xlabel("minutes")
+    stolen = bottom.twinx()  # the host's noise, which a minute's delay is read against
+    stolen.bar(minutes, [100 * stolen_share(by_minute[m]) for m in minutes], color="grey",
+               alpha=0.3, width=0.8)  # fmt: skip
+    stolen.set_ylabel("CPU taken by the host (%)")
+    stolen.set_ylim(0, 100)
+    bottom.set_zorder(stolen.get_zorder() + 1)  # the delays over the bars
+    bottom.patch.set_visible(False)
     figure.suptitle(f"betlake stream soak: {args.rate:,.0f} events/s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=110)
