@@ -99,20 +99,24 @@ def stolen_seconds() -> float:
         return int(stat.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
 
 
-def cores(samples: list[Sample]) -> float:
-    """CPU cores used on average between the first and the last of ``samples``."""
+def per_second(samples: list[Sample], field: str) -> float:
+    """How much ``field`` (a running total) grew a second between the first and the last of
+    ``samples``."""
     if len(samples) < 2 or samples[-1].seconds == samples[0].seconds:
         return float("nan")
-    return (samples[-1].cpu - samples[0].cpu) / (samples[-1].seconds - samples[0].seconds)
+    grown = getattr(samples[-1], field) - getattr(samples[0], field)
+    return grown / (samples[-1].seconds - samples[0].seconds)
+
+
+def cores(samples: list[Sample]) -> float:
+    """CPU cores used on average between the first and the last of ``samples``."""
+    return per_second(samples, "cpu")
 
 
 def stolen_share(samples: list[Sample]) -> float:
     """The share of the machine's CPU time its hypervisor took between the first and the
     last of ``samples``: a shared host's noise, which a minute's delay can be read against."""
-    if len(samples) < 2 or samples[-1].seconds == samples[0].seconds:
-        return float("nan")
-    seconds = samples[-1].seconds - samples[0].seconds
-    return (samples[-1].stolen - samples[0].stolen) / seconds / (os.cpu_count() or 1)
+    return per_second(samples, "stolen") / (os.cpu_count() or 1)
 
 
 def wait_until_reading(log: Path, job: subprocess.Popen, timeout: float = 120) -> None:
